@@ -1,0 +1,165 @@
+"""The adapter contract: what an IdP adapter receives and what it returns.
+
+An adapter is constructed once per configured IdP at start-up (``Adapter(idp_id, options)``,
+options validated by the adapter's own ``Options`` model) and then called for every login
+with claims the gateway has already validated (signature, issuer, audience, times, nonce).
+It must not do I/O in ``identity``; optional capabilities are separate protocols, detected
+with ``isinstance``, in the spirit of Dex's connector interface.
+
+Adapters raise :class:`AdapterError` with a machine-readable ``reason`` for claims they
+cannot accept; the gateway turns that into a refusal page and an audit event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+Claims = Mapping[str, Any]
+
+
+class AdapterError(Exception):
+    """Claims an adapter refuses. ``reason`` is a short code; the message is for operators."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A signed-in person, normalised across IdPs.
+
+    The stable key is ``(idp, issuer, subject)``. ``email_verified`` is what the IdP asserted,
+    never defaulted to true. Groups and roles are namespaced ``"<idp>:<name>"`` so two IdPs'
+    groups of the same name never mix. ``groups_complete`` is false when the IdP signalled
+    that the list was cut (for example Entra's overage marker).
+    """
+
+    idp: str
+    issuer: str
+    subject: str
+    username: str
+    name: str
+    email: str | None = None
+    email_verified: bool = False
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    groups_complete: bool = True
+    tenant: str | None = None
+    picture: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_id(self) -> str:
+        """The id Jitsi sees: unique across IdPs."""
+        return f"{self.idp}:{self.subject}"
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "idp": self.idp,
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "username": self.username,
+            "name": self.name,
+            "email": self.email,
+            "email_verified": self.email_verified,
+            "groups": list(self.groups),
+            "roles": list(self.roles),
+            "groups_complete": self.groups_complete,
+            "tenant": self.tenant,
+            "picture": self.picture,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Identity:
+        return cls(
+            idp=doc["idp"],
+            issuer=doc["issuer"],
+            subject=doc["subject"],
+            username=doc["username"],
+            name=doc["name"],
+            email=doc.get("email"),
+            email_verified=bool(doc.get("email_verified", False)),
+            groups=tuple(doc.get("groups", ())),
+            roles=tuple(doc.get("roles", ())),
+            groups_complete=bool(doc.get("groups_complete", True)),
+            tenant=doc.get("tenant"),
+            picture=doc.get("picture"),
+            extra=dict(doc.get("extra", {})),
+        )
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Adapter(ABC):
+    """Base class for IdP adapters. Subclasses set ``Options`` and implement ``identity``."""
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: One line shown by ``jitsi-oidc-gateway adapters``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, idp_id: str, options: BaseModel) -> None:
+        self.idp_id = idp_id
+        self.options = options
+
+    @abstractmethod
+    def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
+        """Map validated ID-token claims (and userinfo, when configured) to an Identity."""
+
+    def namespaced(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Prefix group/role names with this IdP's id, dropping empties and duplicates."""
+        seen: dict[str, None] = {}
+        for name in names:
+            if name:
+                seen.setdefault(f"{self.idp_id}:{name}", None)
+        return tuple(seen)
+
+
+@runtime_checkable
+class AuthorizationParams(Protocol):
+    """Optional: extra query parameters for the authorization request."""
+
+    def authorization_params(self, login_hint: str | None) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
+class IssuerResolver(Protocol):
+    """Optional: accept an ID-token issuer other than the configured one (templated issuers)."""
+
+    def resolve_issuer(self, configured: str, claims: Claims) -> str: ...
+
+
+@runtime_checkable
+class IdentityEnricher(Protocol):
+    """Optional: complete an Identity after login (e.g. fetch groups); may do async I/O."""
+
+    async def enrich(self, identity: Identity, access_token: str | None) -> Identity: ...
+
+
+def claim_path(claims: Claims, path: str) -> Any:
+    """Read a dotted path (``realm_access.roles``) from nested claims; None when absent."""
+    node: Any = claims
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def string_list(value: Any) -> list[str]:
+    """A claim that should be a list of strings: a list, a single string, or nothing."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []

@@ -1,0 +1,1 @@
+"""jitsi-oidc-gateway: OpenID Connect sign-in in front of Jitsi Meet."""

@@ -1,0 +1,85 @@
+"""The route table and the start-up wiring (settings -> store, adapters, IdPs -> app)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import tornado.web
+
+from gateway.config import Settings
+from gateway.context import Gateway
+from gateway.handlers.auth import AuthHandler
+from gateway.handlers.base import GatewayHandler
+from gateway.handlers.callback import CallbackHandler
+from gateway.handlers.health import HealthHandler, ReadyHandler
+from gateway.handlers.tokenize import TokenizeHandler
+from gateway.http import HttpClient
+from gateway.idps import open_idps
+from gateway.jitsi import JitsiTokens
+from gateway.plugins import Registry, discover
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class NotFoundHandler(GatewayHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise tornado.web.HTTPError(404, reason="Not found")
+
+
+def make_app(gateway: Gateway) -> tornado.web.Application:
+    deps = {"gateway": gateway}
+    routes = [
+        (r"/oidc/auth", AuthHandler, deps),
+        (r"/oidc/redirect", CallbackHandler, deps),
+        (r"/oidc/tokenize", TokenizeHandler, deps),
+        (r"/healthz", HealthHandler, deps),
+        (r"/readyz", ReadyHandler, deps),
+    ]
+    return tornado.web.Application(
+        routes,  # type: ignore[arg-type]
+        cookie_secret=gateway.settings.cookies.secret.get_secret_value(),
+        template_path=str(TEMPLATES),
+        default_handler_class=NotFoundHandler,
+        default_handler_args=deps,
+        xsrf_cookies=False,
+        compress_response=False,
+    )
+
+
+def build_gateway(
+    settings: Settings,
+    store: Store,
+    *,
+    registry: Registry | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Gateway:
+    """Open adapters and relying parties (raises ConfigError); no network I/O here."""
+    registry = registry or discover()
+    for problem in registry.problems:
+        log.error("%s", problem)
+    http = HttpClient()
+    idps = open_idps(settings, registry, http, clock)
+    return Gateway(settings, store, idps, JitsiTokens(settings.jitsi, clock), clock)
+
+
+async def warm_up(gateway: Gateway) -> None:
+    """Create indexes and load each IdP's metadata; failures are logged, /readyz reports them."""
+    try:
+        await gateway.store.ensure_indexes()
+    except Exception as exc:
+        log.error("cannot create MongoDB indexes: %s", type(exc).__name__)
+    for idp in gateway.idps.values():
+        try:
+            meta = await idp.rp.metadata()
+            if idp.rp.jwks is not None:
+                await idp.rp.jwks.refresh()
+            log.info("idp %s ready (issuer %s)", idp.id, meta.issuer)
+        except Exception as exc:
+            log.error("idp %s not ready: %s", idp.id, exc)

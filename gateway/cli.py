@@ -1,0 +1,168 @@
+"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo``.
+
+Configuration problems end the process with exit code 2 and one ``path: problem`` line each,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("gateway")
+
+DEFAULT_SETTINGS = "settings.yaml"
+
+
+def _load(path: str | None) -> Settings:
+    if path is not None and not Path(path).exists():
+        raise ConfigError([f"{path}: file not found"])
+    return load_settings(path)
+
+
+def _settings_path(args: argparse.Namespace) -> str | None:
+    if args.config:
+        return args.config
+    return DEFAULT_SETTINGS if Path(DEFAULT_SETTINGS).exists() else None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.idps import open_adapters
+    from gateway.plugins import discover
+
+    settings = _load(_settings_path(args))
+    registry = discover()
+    for problem in registry.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    open_adapters(settings, registry)
+    print(
+        f"configuration OK: {len(settings.idps)} IdP(s): "
+        + ", ".join(f"{i.id} ({i.adapter})" for i in settings.idps)
+    )
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from gateway.plugins import discover
+
+    registry = discover()
+    for info in sorted(registry.adapters.values(), key=lambda i: i.name):
+        desc = info.cls.description or info.cls.__doc__ or ""
+        first = desc.strip().splitlines()[0] if desc.strip() else ""
+        print(f"{info.name:<12} {info.distribution} {info.version:<10} {info.target}  {first}")
+    for problem in registry.problems:
+        print(f"BROKEN       {problem}")
+    return 1 if registry.problems else 0
+
+
+async def run_server(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; starts the embedded store when no URI is configured."""
+    from gateway.app import build_gateway, make_app, warm_up
+    from gateway.embedded import EmbeddedMongo
+    from gateway.store import Store
+
+    embedded = None
+    uri = settings.mongodb.uri
+    if uri is None:
+        path = Path(settings.mongodb.embedded_path)
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+        embedded = await asyncio.to_thread(EmbeddedMongo(path).start)
+        uri = embedded.uri
+        log.warning(
+            "mongodb.uri is empty: using the embedded SecantusDB at %s (not for production)", path
+        )
+    store = Store.connect(uri, settings.mongodb.database, settings.mongodb.timeout_seconds)
+    try:
+        gateway = build_gateway(settings, store)
+        if not settings.cookies.secure:
+            log.warning("cookies.secure is false: cookies travel over plain HTTP (local use only)")
+        await warm_up(gateway)
+        server = make_app(gateway).listen(
+            settings.listen.port, settings.listen.host, xheaders=False
+        )
+        log.info(
+            "listening on %s:%s, public URL %s",
+            settings.listen.host,
+            settings.listen.port,
+            settings.public_url,
+        )
+        await stop.wait()
+        server.stop()
+        await server.close_all_connections()
+    finally:
+        await store.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(_settings_path(args))
+    logging.getLogger().setLevel(settings.log_level)
+
+    async def main() -> None:
+        await run_server(settings, _stop_event())
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    asyncio.run(run_demo(args.port, args.jitsi_port))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jitsi-oidc-gateway", description="OpenID Connect sign-in for Jitsi Meet"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, help_text in (
+        ("serve", cmd_serve, "run the gateway"),
+        ("check-config", cmd_check_config, "validate settings and adapters, then exit"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-c", "--config", help="settings file (default: ./settings.yaml)")
+        p.set_defaults(func=func)
+    p = sub.add_parser("adapters", help="list discovered IdP adapters and broken plugins")
+    p.set_defaults(func=cmd_adapters)
+    p = sub.add_parser("demo", help="gateway + embedded store + local test OP + Jitsi stand-in")
+    p.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
+    p.add_argument("--jitsi-port", type=int, default=8001, help="Jitsi stand-in port")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

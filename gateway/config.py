@@ -1,0 +1,304 @@
+"""Settings: settings.yaml plus environment overrides, validated into typed models.
+
+Every key can be overridden from the environment: ``JOG_`` followed by the key's path in
+upper case with ``__`` between levels and list indices as numbers, for example
+``JOG_JITSI__APP_SECRET`` or ``JOG_IDPS__0__CLIENT_SECRET``. A variable ending in ``_FILE``
+(``JOG_IDPS__0__CLIENT_SECRET_FILE=/run/secrets/kc``) reads the value from that file, the
+Docker/Kubernetes secrets convention. Values are parsed as YAML scalars, so ``true`` and
+``300`` become a boolean and a number.
+
+Validation errors are collected and reported as ``path: what is wrong`` lines; the CLI prints
+them and exits without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "JOG_"
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class ConfigError(Exception):
+    """Settings that cannot run; ``problems`` holds one ``path: message`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str, *, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{what} must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+class Listen(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class Mongo(Strict):
+    uri: str | None = Field(
+        None, description="mongodb:// URI; empty starts the embedded SecantusDB (demo/dev only)"
+    )
+    database: str = Field("jitsi_oidc_gateway", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    embedded_path: str = "./var/secantus"
+
+
+class Cookies(Strict):
+    secret: SecretStr = Field(min_length=32)
+    secure: bool = True
+    session_name: str = Field("jog_session", pattern=r"^[A-Za-z0-9_]{1,40}$")
+    flow_name: str = Field("jog_flow", pattern=r"^[A-Za-z0-9_]{1,40}$")
+
+    @field_validator("secret")
+    @classmethod
+    def _not_placeholder(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value().startswith("CHANGE-ME"):
+            raise ValueError("is still the example placeholder; set a random value of 32+ chars")
+        return v
+
+
+class Session(Strict):
+    lifetime_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
+    flow_lifetime_seconds: int = Field(600, ge=30, le=3600)
+
+
+class Avatar(Strict):
+    gravatar: bool = True
+    default_url: str | None = None
+
+
+class Jitsi(Strict):
+    base_url: str
+    app_id: str = Field(min_length=1)
+    audience: str = Field("jitsi", min_length=1)
+    domain: str = Field(min_length=1, description="token `sub` when no tenant is given")
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    app_secret: SecretStr | None = None
+    private_key_file: Path | None = None
+    key_id: str | None = None
+    token_lifetime_seconds: int = Field(300, ge=30, le=86400)
+    not_before_skew_seconds: int = Field(10, ge=0, le=300)
+    room_wildcard: bool = False
+    avatar: Avatar = Avatar()
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        return _http_url(v, what="base_url")
+
+    @model_validator(mode="after")
+    def _key_for_algorithm(self) -> Jitsi:
+        if self.algorithm == "HS256":
+            if self.app_secret is None or len(self.app_secret.get_secret_value()) < 32:
+                raise ValueError("algorithm HS256 needs app_secret (32+ characters, RFC 7518 3.2)")
+        else:
+            if self.private_key_file is None or not self.key_id:
+                raise ValueError("algorithm RS256 needs private_key_file and key_id")
+            if not self.private_key_file.is_file():
+                raise ValueError(f"private_key_file {self.private_key_file} does not exist")
+        return self
+
+
+class IdP(Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    adapter: str = Field(min_length=1)
+    display_name: str | None = None
+    issuer: str
+    discovery_url: str | None = None
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"
+    )
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    userinfo: bool = False
+    allowed_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    clock_leeway_seconds: int = Field(60, ge=0, le=300)
+    jwks_min_refresh_seconds: float = Field(10.0, ge=0, le=3600)
+    jwks_max_age_seconds: float = Field(3600.0, ge=60)
+    http_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {v!r}")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in v:
+            raise ValueError("must contain 'openid'")
+        return v
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+        allowed |= {"ES512", "EdDSA"}
+        bad = [a for a in v if a not in allowed]
+        if bad:
+            raise ValueError(
+                f"unsupported or unsafe algorithms {bad}; choose from {sorted(allowed)}"
+            )
+        if not v:
+            raise ValueError("must list at least one algorithm")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.id
+
+
+class Settings(Strict):
+    public_url: str
+    listen: Listen = Listen()
+    mongodb: Mongo = Mongo()
+    cookies: Cookies
+    session: Session = Session()
+    jitsi: Jitsi
+    idps: tuple[IdP, ...] = Field(min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        return _http_url(v, what="public_url")
+
+    @model_validator(mode="after")
+    def _unique_idp_ids(self) -> Settings:
+        seen: set[str] = set()
+        for idp in self.idps:
+            if idp.id in seen:
+                raise ValueError(f"duplicate IdP id {idp.id!r}")
+            seen.add(idp.id)
+        return self
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.public_url}/oidc/redirect"
+
+    def idp(self, idp_id: str) -> IdP | None:
+        return next((i for i in self.idps if i.id == idp_id), None)
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Write ``JOG_A__B__0__C`` overrides into ``data``; returns problems found."""
+    problems: list[str] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        raw_path = name[len(ENV_PREFIX) :]
+        value: Any = environ[name]
+        if raw_path.endswith("_FILE"):
+            raw_path = raw_path[: -len("_FILE")]
+            try:
+                value = Path(value).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{name}: cannot read {value}: {exc.strerror}")
+                continue
+        else:
+            value = yaml.safe_load(value) if value.strip() else ""
+        keys = [k.lower() for k in raw_path.split("__") if k]
+        if not keys:
+            continue
+        node: Any = data
+        for i, key in enumerate(keys):
+            last = i == len(keys) - 1
+            if isinstance(node, list):
+                if not re.fullmatch(r"\d+", key) or int(key) > len(node):
+                    problems.append(f"{name}: no list item {key} under {'.'.join(keys[:i])}")
+                    break
+                idx = int(key)
+                if idx == len(node):
+                    node.append({})
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[key] = value
+                else:
+                    nxt = node.get(key)
+                    if nxt is None:
+                        nxt = [] if re.fullmatch(r"\d+", keys[i + 1]) else {}
+                        node[key] = nxt
+                    node = nxt
+            else:
+                problems.append(f"{name}: {'.'.join(keys[:i])} is not a mapping or list")
+                break
+    return problems
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read YAML (if given), apply environment overrides, validate. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping"])
+        data = loaded
+    problems = _apply_env(data, environ)
+    if problems:
+        raise ConfigError(problems)
+    return settings_from_dict(data)
+
+
+def settings_from_dict(data: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{format_path(tuple(err['loc']))}: {msg}")
+        raise ConfigError(lines) from None

@@ -1,0 +1,39 @@
+"""Domain errors. Code below the web layer raises these; only handlers map them to HTTP.
+
+``reason`` is the machine-readable code written to the audit log (a fixed list, see
+``REASONS``); ``detail`` is for operators (logs, audit) and never contains a token, code or
+secret. What a person sees is chosen by the web layer from ``reason`` alone.
+"""
+
+from __future__ import annotations
+
+REASONS = {
+    "bad_request": "a parameter was missing, too long or malformed",
+    "idp_unknown": "the requested IdP is not configured",
+    "idp_error": "the IdP answered the authorization request with an error",
+    "idp_unreachable": "the IdP's metadata or keys could not be fetched",
+    "state_invalid": "the callback's state is unknown",
+    "state_expired": "the sign-in took longer than the flow lifetime",
+    "state_reused": "the callback's state was already used",
+    "state_browser_mismatch": "the callback came from another browser than the one that started",
+    "issuer_mismatch": "the RFC 9207 iss parameter names another issuer",
+    "code_exchange_failed": "the token endpoint refused the code or failed",
+    "id_token_invalid": "the ID token failed a check (detail names the check)",
+    "nonce_mismatch": "the ID token's nonce does not match the flow",
+    "userinfo_failed": "the userinfo endpoint failed or returned another subject",
+    "claims_invalid": "the adapter could not build an identity from the claims",
+    "policy_denied": "the policy refused this person or room",
+    "session_missing": "no live gateway session",
+    "store_unavailable": "MongoDB could not be reached",
+}
+
+
+class GatewayError(Exception):
+    """A refused or failed step of the flow."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason code {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail or REASONS[reason]

@@ -1,0 +1,224 @@
+"""Shared handler plumbing: input limits, cookies, audit events and the error page.
+
+This is the one place where domain reasons become HTTP status codes and human text.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from tornado.web import HTTPError, RequestHandler
+
+from adapters.base import Identity
+from gateway.context import Gateway
+from gateway.errors import GatewayError
+from gateway.oidc.pkce import sha256_hex
+from gateway.rooms import valid_room, valid_tenant
+
+log = logging.getLogger("gateway.handlers")
+
+MAX_PARAM = 2048
+
+STATUS = {
+    "bad_request": 400,
+    "idp_unknown": 400,
+    "idp_error": 401,
+    "idp_unreachable": 502,
+    "state_invalid": 400,
+    "state_expired": 400,
+    "state_reused": 400,
+    "state_browser_mismatch": 400,
+    "issuer_mismatch": 400,
+    "code_exchange_failed": 502,
+    "id_token_invalid": 401,
+    "nonce_mismatch": 401,
+    "userinfo_failed": 502,
+    "claims_invalid": 403,
+    "policy_denied": 403,
+    "session_missing": 401,
+    "store_unavailable": 503,
+}
+
+PUBLIC_TEXT = {
+    "bad_request": ("That link is not valid", "The address is missing something or malformed."),
+    "idp_unknown": ("Unknown sign-in provider", "The sign-in provider in the link is unknown."),
+    "idp_error": ("Sign-in was not completed", "The identity provider did not sign you in."),
+    "idp_unreachable": ("Sign-in is unavailable", "The identity provider cannot be reached."),
+    "state_invalid": ("This sign-in link has expired", "Please start again from the room link."),
+    "state_expired": ("This sign-in took too long", "Please start again from the room link."),
+    "state_reused": ("This sign-in was already used", "Please start again from the room link."),
+    "state_browser_mismatch": (
+        "Sign-in started in another browser",
+        "Please open the room link in this browser and sign in again.",
+    ),
+    "issuer_mismatch": ("Sign-in could not be verified", "The answer came from the wrong place."),
+    "code_exchange_failed": ("Sign-in could not be completed", "The identity provider failed."),
+    "id_token_invalid": ("Sign-in could not be verified", "The identity could not be verified."),
+    "nonce_mismatch": ("Sign-in could not be verified", "The identity could not be verified."),
+    "userinfo_failed": ("Sign-in could not be completed", "Your profile could not be read."),
+    "claims_invalid": ("Your account cannot be used here", "Your profile is missing details."),
+    "policy_denied": ("Access refused", "Your account may not join this meeting."),
+    "session_missing": ("Please sign in", "Your session has ended."),
+    "store_unavailable": ("Sign-in is unavailable", "Please try again in a moment."),
+}
+
+
+class GatewayHandler(RequestHandler):
+    gateway: Gateway
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.request_id = uuid.uuid4().hex
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        )
+
+    def prepare(self) -> None:
+        self.set_header("X-Request-Id", self.request_id)
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def param(self, name: str, max_len: int = MAX_PARAM) -> str | None:
+        """One query parameter: absent -> None; repeated, oversized or binary -> bad_request."""
+        values = self.request.query_arguments.get(name, [])
+        if not values:
+            return None
+        if len(values) > 1:
+            raise GatewayError("bad_request", f"parameter {name} given {len(values)} times")
+        raw = values[0]
+        if len(raw) > max_len:
+            raise GatewayError("bad_request", f"parameter {name} longer than {max_len}")
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GatewayError("bad_request", f"parameter {name} is not UTF-8") from None
+        if any(ord(c) < 32 for c in value):
+            raise GatewayError("bad_request", f"parameter {name} has control characters")
+        return value
+
+    def room_and_tenant(self) -> tuple[str, str | None]:
+        room = self.param("room", 256)
+        tenant = self.param("tenant", 256)
+        if not valid_room(room):
+            raise GatewayError("bad_request", "room missing or malformed")
+        if tenant is not None and not valid_tenant(tenant):
+            raise GatewayError("bad_request", "tenant malformed")
+        assert room is not None
+        return room, tenant
+
+    # ---- cookies ---------------------------------------------------------------------------
+
+    def set_gateway_cookie(self, name: str, value: str, max_age: int | None) -> None:
+        self.set_signed_cookie(
+            name,
+            value,
+            expires_days=None,
+            max_age=max_age,
+            path="/",
+            httponly=True,
+            secure=self.gateway.settings.cookies.secure,
+            samesite="Lax",
+        )
+
+    def read_gateway_cookie(self, name: str, max_age_days: float = 31) -> str | None:
+        value = self.get_signed_cookie(name, max_age_days=max_age_days)
+        return value.decode("ascii", "replace") if value else None
+
+    def session_id(self) -> str | None:
+        name = self.gateway.settings.cookies.session_name
+        days = self.gateway.settings.session.lifetime_seconds / 86400 + 1
+        return self.read_gateway_cookie(name, days)
+
+    # ---- audit -----------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        event: str,
+        outcome: str,
+        *,
+        identity: Identity | None = None,
+        idp: str | None = None,
+        **fields: Any,
+    ) -> None:
+        doc: dict[str, Any] = {
+            "time": self.gateway.now(),
+            "event": event,
+            "outcome": outcome,
+            "idp": identity.idp if identity else idp,
+            "client_ip": self.request.remote_ip,
+            "user_agent": (self.request.headers.get("User-Agent") or "")[:512],
+            "request_id": self.request_id,
+        }
+        if identity is not None:
+            doc |= {
+                "issuer": identity.issuer,
+                "subject": identity.subject,
+                "username": identity.username,
+                "email": identity.email,
+                "email_verified": identity.email_verified,
+                "groups": list(identity.groups),
+            }
+        sid = fields.pop("session_id", None) or self.session_id()
+        if sid:
+            doc["session_hash"] = sha256_hex(sid)[:32]
+        doc |= {k: v for k, v in fields.items() if v is not None}
+        await self.gateway.store.audit.write(doc)
+
+    # ---- failures --------------------------------------------------------------------------
+
+    async def refuse(
+        self,
+        error: GatewayError,
+        *,
+        event: str = "login_failed",
+        idp: str | None = None,
+        identity: Identity | None = None,
+        room: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Audit the failure and answer with the short page for its reason."""
+        log.info("refused %s: %s [request %s]", error.reason, error.detail, self.request_id)
+        if error.reason != "store_unavailable":
+            await self.audit(
+                event,
+                "failure",
+                idp=idp,
+                identity=identity,
+                reason=error.reason,
+                detail=error.detail,
+                room=room,
+                tenant=tenant,
+            )
+        title, message = PUBLIC_TEXT[error.reason]
+        retry_url = None
+        if room is not None:
+            query = {"room": room, **({"tenant": tenant} if tenant else {})}
+            retry_url = "/oidc/auth?" + urlencode(query)
+        self.set_status(STATUS[error.reason])
+        self.render(
+            "error.html",
+            title=title,
+            message=message,
+            retry_url=retry_url,
+            request_id=self.request_id,
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, HTTPError):
+            title, message = "Request refused", exc.reason or "The request was not understood."
+        else:
+            title, message = "Something went wrong", "Please try again in a moment."
+        self.render(
+            "error.html", title=title, message=message, retry_url=None, request_id=self.request_id
+        )

@@ -1,0 +1,75 @@
+"""Configured IdPs opened once at start-up: relying party + adapter per ``idps[]`` entry.
+
+Like Dex's ``Config.Open``: the adapter's options are validated here, so a typo in
+``idps[1].options`` stops the process with that exact path instead of failing a login.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from adapters.base import Adapter, IssuerResolver
+from gateway.config import ConfigError, IdP, Settings, format_path
+from gateway.http import HttpClient
+from gateway.oidc.client import RelyingParty
+from gateway.plugins import Registry
+
+
+@dataclass(frozen=True)
+class ConfiguredIdP:
+    config: IdP
+    adapter: Adapter
+    rp: RelyingParty
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+def open_adapters(settings: Settings, registry: Registry) -> dict[str, Adapter]:
+    """Instantiate each IdP's adapter; ConfigError lists every bad entry by path."""
+    problems: list[str] = []
+    adapters: dict[str, Adapter] = {}
+    for i, idp in enumerate(settings.idps):
+        info = registry.get(idp.adapter)
+        if info is None:
+            known = ", ".join(sorted(registry.adapters)) or "none"
+            problems.append(f"idps[{i}].adapter: unknown adapter {idp.adapter!r} (known: {known})")
+            continue
+        try:
+            options = info.cls.Options.model_validate(idp.options)
+        except ValidationError as exc:
+            for err in exc.errors():
+                path = format_path((f"idps[{i}].options", *err["loc"]))
+                problems.append(f"{path}: {err['msg']}")
+            continue
+        adapters[idp.id] = info.cls(idp.id, options)
+    if problems:
+        raise ConfigError(problems)
+    return adapters
+
+
+def open_idps(
+    settings: Settings,
+    registry: Registry,
+    http: HttpClient,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, ConfiguredIdP]:
+    adapters = open_adapters(settings, registry)
+    out: dict[str, ConfiguredIdP] = {}
+    for idp in settings.idps:
+        adapter = adapters[idp.id]
+        issuer_check = None
+        if isinstance(adapter, IssuerResolver):
+            resolver = adapter
+
+            def issuer_check(iss: str, claims: dict, _r=resolver, _cfg=idp.issuer) -> bool:
+                return iss == _r.resolve_issuer(_cfg, claims)
+
+        rp = RelyingParty(idp, http, clock=clock, issuer_check=issuer_check)
+        out[idp.id] = ConfiguredIdP(idp, adapter, rp)
+    return out

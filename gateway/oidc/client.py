@@ -1,0 +1,175 @@
+"""One IdP as seen by the relying party: metadata, authorization URL, code redemption.
+
+Raises :class:`gateway.errors.GatewayError` with the audit reason for every failure, so the
+web layer needs no knowledge of OIDC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+from gateway.config import IdP
+from gateway.errors import GatewayError
+from gateway.http import HttpClient, UpstreamError
+from gateway.oidc.jwks import JwksCache
+from gateway.oidc.metadata import MetadataError, ProviderMetadata, fetch_metadata
+from gateway.oidc.verify import IdTokenError, IdTokenVerifier, VerifierConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    id_token: str
+    access_token: str | None
+    claims: dict[str, Any]
+
+
+def basic_auth(client_id: str, client_secret: str) -> str:
+    """RFC 6749 2.3.1: form-urlencode id and secret, then base64 ``id:secret``."""
+    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+class RelyingParty:
+    def __init__(
+        self,
+        config: IdP,
+        http: HttpClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        issuer_check: Callable[[str, dict[str, Any]], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self._http = http
+        self._clock = clock
+        self._issuer_check = issuer_check
+        self._metadata: ProviderMetadata | None = None
+        self._lock = asyncio.Lock()
+        self.jwks: JwksCache | None = None
+        self._verifier: IdTokenVerifier | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._metadata is not None
+
+    async def metadata(self) -> ProviderMetadata:
+        """Discovery, fetched once; a failure is retried on the next call."""
+        if self._metadata is not None:
+            return self._metadata
+        async with self._lock:
+            if self._metadata is None:
+                cfg = self.config
+                try:
+                    meta = await fetch_metadata(
+                        self._http, cfg.issuer, cfg.discovery_url, cfg.http_timeout_seconds
+                    )
+                except MetadataError as exc:
+                    raise GatewayError("idp_unreachable", f"{cfg.id}: {exc}") from None
+                self.jwks = JwksCache(
+                    meta.jwks_uri,
+                    self._http,
+                    min_refresh_seconds=cfg.jwks_min_refresh_seconds,
+                    max_age_seconds=cfg.jwks_max_age_seconds,
+                    timeout=cfg.http_timeout_seconds,
+                )
+                self._verifier = IdTokenVerifier(
+                    VerifierConfig(
+                        cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
+                    ),
+                    self.jwks,
+                    clock=self._clock,
+                    issuer_check=self._issuer_check,
+                )
+                self._metadata = meta
+        return self._metadata
+
+    def authorization_url(
+        self,
+        meta: ProviderMetadata,
+        *,
+        redirect_uri: str,
+        state: str,
+        nonce: str,
+        code_challenge: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        params = {
+            **dict(extra or {}),
+            "response_type": "code",
+            "client_id": self.config.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(self.config.scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        parts = urlsplit(meta.authorization_endpoint)
+        query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+    async def redeem(
+        self, code: str, *, code_verifier: str, redirect_uri: str, nonce: str
+    ) -> TokenSet:
+        """Exchange the code (with PKCE verifier and client auth), then verify the ID token."""
+        meta = await self.metadata()
+        cfg = self.config
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+        }
+        headers: dict[str, str] = {}
+        secret = cfg.client_secret.get_secret_value()
+        if cfg.token_endpoint_auth_method == "client_secret_basic":
+            headers["Authorization"] = basic_auth(cfg.client_id, secret)
+        else:
+            form |= {"client_id": cfg.client_id, "client_secret": secret}
+        try:
+            body = await self._http.post_form(
+                meta.token_endpoint, form, headers, cfg.http_timeout_seconds
+            )
+        except UpstreamError as exc:
+            error = exc.body.get("error") if isinstance(exc.body, dict) else None
+            raise GatewayError(
+                "code_exchange_failed", f"{cfg.id}: {exc}" + (f" error={error}" if error else "")
+            ) from None
+        id_token = body.get("id_token") if isinstance(body, dict) else None
+        if not isinstance(id_token, str):
+            raise GatewayError("code_exchange_failed", f"{cfg.id}: token response has no id_token")
+        access_token = body.get("access_token")
+        access_token = access_token if isinstance(access_token, str) else None
+        assert self._verifier is not None
+        try:
+            claims = await self._verifier.verify(id_token, nonce=nonce, access_token=access_token)
+        except IdTokenError as exc:
+            if exc.check == "nonce":
+                raise GatewayError("nonce_mismatch", f"{cfg.id}: {exc.detail}") from None
+            raise GatewayError("id_token_invalid", f"{cfg.id}: {exc.check}: {exc.detail}") from None
+        return TokenSet(id_token, access_token, claims)
+
+    async def userinfo(self, access_token: str | None, subject: str) -> dict[str, Any]:
+        """Userinfo claims; the ``sub`` must be the ID token's (OIDC Core 5.3.2)."""
+        meta = await self.metadata()
+        if not meta.userinfo_endpoint or not access_token:
+            raise GatewayError("userinfo_failed", f"{self.config.id}: no userinfo endpoint/token")
+        try:
+            body = await self._http.get_json(
+                meta.userinfo_endpoint,
+                headers={"Authorization": f"Bearer {access_token}"},
+                timeout=self.config.http_timeout_seconds,
+            )
+        except UpstreamError as exc:
+            raise GatewayError("userinfo_failed", f"{self.config.id}: {exc}") from None
+        if not isinstance(body, dict) or body.get("sub") != subject:
+            raise GatewayError("userinfo_failed", f"{self.config.id}: userinfo sub mismatch")
+        return body

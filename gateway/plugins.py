@@ -1,0 +1,84 @@
+"""Adapter discovery through the ``jitsi_oidc_gateway.adapters`` entry-point group.
+
+Built-in and third-party adapters are found the same way. A plugin that fails to import,
+is not an ``Adapter`` subclass, or reuses a name already taken is reported by name and
+skipped; the others still load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+from adapters.base import Adapter
+
+GROUP = "jitsi_oidc_gateway.adapters"
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    cls: type[Adapter]
+    distribution: str
+    version: str
+    target: str
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    name: str
+    distribution: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"adapter plugin {self.name!r} from {self.distribution}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Registry:
+    adapters: dict[str, AdapterInfo]
+    problems: tuple[PluginProblem, ...]
+
+    def get(self, name: str) -> AdapterInfo | None:
+        return self.adapters.get(name)
+
+
+def _origin(ep: EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:
+        return "(unknown package)", "?"
+    return dist.metadata["Name"] or "(unknown package)", dist.version or "?"
+
+
+def discover(group: str = GROUP) -> Registry:
+    """Load every adapter entry point; never raises for a broken plugin."""
+    found: dict[str, AdapterInfo] = {}
+    problems: list[PluginProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for ep in sorted(entry_points(group=group), key=lambda e: (e.name, e.value)):
+        dist_name, version = _origin(ep)
+        if (ep.name, ep.value) in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add((ep.name, ep.value))
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a plugin's import error must not stop the others
+            problems.append(PluginProblem(ep.name, dist_name, f"cannot import {ep.value}: {exc!r}"))
+            continue
+        if not (isinstance(obj, type) and issubclass(obj, Adapter)):
+            problems.append(
+                PluginProblem(ep.name, dist_name, f"{ep.value} is not an adapters.base.Adapter")
+            )
+            continue
+        if ep.name in found:
+            other = found[ep.name]
+            problems.append(
+                PluginProblem(
+                    ep.name,
+                    dist_name,
+                    f"name already taken by {other.distribution} ({other.target}); skipped",
+                )
+            )
+            continue
+        found[ep.name] = AdapterInfo(ep.name, obj, dist_name, version, ep.value)
+    return Registry(found, tuple(problems))

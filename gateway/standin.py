@@ -1,0 +1,73 @@
+"""A small page standing in for Jitsi Meet, for the demo and the browser tests.
+
+It plays both parts a real deployment has: nginx's entry rule (a room request without
+``jwt`` is sent to the gateway's ``/oidc/auth``) and the Jitsi page, which here shows the
+room and the decoded token after checking its signature the way Prosody would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+import tornado.web
+
+from gateway.config import Jitsi
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Jitsi stand-in: {room}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
+pre{{background:#f3f3f3;padding:1rem;overflow:auto}}</style></head>
+<body><h1 id="room">Room: {room}</h1><p id="status">{status}</p>
+<h2>Decoded Jitsi token</h2><pre id="claims">{claims}</pre></body></html>"""
+
+
+class RoomHandler(tornado.web.RequestHandler):
+    def initialize(self, gateway_url: str, jitsi: Jitsi) -> None:
+        self.gateway_url = gateway_url
+        self.jitsi = jitsi
+
+    def get(self, tenant: str | None, room: str) -> None:
+        token = self.get_query_argument("jwt", None)
+        if token is None:  # nginx's entry rule: no token, no flag -> the gateway
+            query = {"room": room, **({"tenant": tenant} if tenant else {})}
+            self.redirect(f"{self.gateway_url}/oidc/auth?{urlencode(query)}")
+            return
+        status, claims = self.check(token)
+        self.set_header("Cache-Control", "no-store")
+        self.write(
+            PAGE.format(
+                room=tornado.escape.xhtml_escape(room),
+                status=tornado.escape.xhtml_escape(status),
+                claims=tornado.escape.xhtml_escape(json.dumps(claims, indent=2, sort_keys=True)),
+            )
+        )
+
+    def check(self, token: str) -> tuple[str, dict[str, Any]]:
+        key: Any
+        if self.jitsi.algorithm == "HS256" and self.jitsi.app_secret is not None:
+            key = self.jitsi.app_secret.get_secret_value()
+        else:
+            return "signature not checked (RS256)", jwt.decode(
+                token, options={"verify_signature": False}
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.jitsi.algorithm],
+                audience=self.jitsi.audience,
+                issuer=self.jitsi.app_id,
+            )
+        except jwt.InvalidTokenError as exc:
+            return f"token rejected: {type(exc).__name__}", {}
+        return "token accepted", claims
+
+
+def make_standin(gateway_url: str, jitsi: Jitsi) -> tornado.web.Application:
+    deps = {"gateway_url": gateway_url.rstrip("/"), "jitsi": jitsi}
+    return tornado.web.Application(
+        [(r"/(?:([A-Za-z0-9_-]+)/)?([A-Za-z0-9_~-]+)", RoomHandler, deps)]
+    )

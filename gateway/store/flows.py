@@ -1,0 +1,84 @@
+"""Pending sign-in flows: one document per authorization request, consumed exactly once.
+
+The document id is the SHA-256 of ``state``; the browser binding is the SHA-256 of a random
+value kept in the browser's flow cookie. ``consume`` marks the flow used in one atomic
+``find_one_and_update`` that also requires the right browser and an unexpired, unused
+record, so two racing callbacks cannot both win. Used records stay (until the TTL index
+removes them) so a replay is reported as ``state_reused`` rather than ``state_invalid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+
+from gateway.errors import GatewayError
+from gateway.oidc.pkce import sha256_hex
+
+
+@dataclass(frozen=True)
+class Flow:
+    idp: str
+    room: str
+    tenant: str | None
+    nonce: str
+    code_verifier: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class FlowStore:
+    def __init__(self, collection: AsyncCollection) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("expires_at", expireAfterSeconds=60)
+
+    async def create(self, state: str, browser_binding: str, flow: Flow) -> None:
+        doc: dict[str, Any] = {
+            "_id": sha256_hex(state),
+            "browser": sha256_hex(browser_binding),
+            "consumed_at": None,
+            **asdict(flow),
+        }
+        try:
+            await self.collection.insert_one(doc)
+        except PyMongoError as exc:
+            raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
+
+    async def consume(self, state: str, browser_binding: str | None, now: datetime) -> Flow:
+        key = sha256_hex(state)
+        try:
+            doc = None
+            if browser_binding:
+                doc = await self.collection.find_one_and_update(
+                    {
+                        "_id": key,
+                        "browser": sha256_hex(browser_binding),
+                        "consumed_at": None,
+                        "expires_at": {"$gt": now},
+                    },
+                    {"$set": {"consumed_at": now}},
+                    return_document=ReturnDocument.BEFORE,
+                )
+            if doc is None:
+                raise self._why_refused(await self.collection.find_one({"_id": key}), now)
+        except PyMongoError as exc:
+            raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
+        fields = {k: doc[k] for k in Flow.__dataclass_fields__}
+        return Flow(**fields)
+
+    @staticmethod
+    def _why_refused(doc: dict[str, Any] | None, now: datetime) -> GatewayError:
+        if doc is None:
+            return GatewayError("state_invalid", "no flow with this state")
+        if doc.get("consumed_at") is not None:
+            return GatewayError("state_reused", f"flow for idp {doc['idp']} already used")
+        if doc["expires_at"] <= now:
+            return GatewayError("state_expired", f"flow for idp {doc['idp']} expired")
+        return GatewayError("state_browser_mismatch", f"flow for idp {doc['idp']}")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the demo and the tests need on a fresh Debian machine (idempotent):
+# Debian packages (with --browser: chromium), a virtualenv in .venv with the pinned Python
+# packages and this project, and the test OpenID Provider's npm packages (npm ci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+if [[ "${1:-}" == "--browser" ]] && ! command -v chromium >/dev/null; then
+  apt_packages+=(chromium)
+fi
+if ((${#apt_packages[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to apt-get install ${apt_packages[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${apt_packages[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+
+if [[ ! -x tests/op/node_modules/.bin/node ]] || [[ tests/op/package-lock.json -nt tests/op/node_modules ]]; then
+  (cd tests/op && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real MongoDB-wire server, the real test OP, a gateway per test.
+
+Session-scoped: one SecantusDB process (or the server in ``MONGODB_URI``) and one test OP.
+Function-scoped: a gateway on a free port in the test's own event loop, with its own
+database (dropped afterwards) and its own client registered at the OP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from gateway.embedded import EmbeddedMongo
+from tests.support.gateway import GatewayUnderTest, start_gateway
+from tests.support.op import TestOP
+
+ID_TOKEN_TTL = 120
+
+ACCOUNTS: list[dict[str, Any]] = [
+    {
+        "sub": "alice-sub",
+        "username": "alice",
+        "password": "alice-pw",
+        "claims": {
+            "name": "Alice Example",
+            "preferred_username": "alice",
+            "email": " Alice@Example.org",
+            "email_verified": True,
+            "groups": ["staff", "staff"],
+        },
+    },
+    {
+        "sub": "bob-sub",
+        "username": "bob",
+        "password": "bob-pw",
+        "claims": {
+            "preferred_username": "bob",
+            "email": "bob@example.org",
+            "email_verified": False,
+        },
+    },
+]
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    external = os.environ.get("MONGODB_URI")
+    if external:
+        yield external
+        return
+    server = EmbeddedMongo().start()
+    try:
+        yield server.uri
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def op() -> Iterator[TestOP]:
+    # Short ID-token lifetime so a test can expire a token without expiring its flow.
+    with TestOP.start(ACCOUNTS, ttl={"IdToken": ID_TOKEN_TTL}) as provider:
+        yield provider
+
+
+@pytest_asyncio.fixture
+async def gw(op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
+    async with start_gateway(op, mongo_uri) as running:
+        yield running
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client that keeps cookies like one browser and never follows redirects."""
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as client:
+        yield client
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"jog_test_{secrets.token_hex(6)}"

@@ -1,0 +1,79 @@
+"""The person's path in a real browser: room URL -> IdP login page -> Jitsi with a token.
+
+Debian's Chromium driven by Playwright (no ``playwright install``: the system browser).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from gateway.standin import make_standin
+from tests.support.gateway import start_gateway
+from tests.support.op import TestOP
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+
+
+@pytest_asyncio.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def test_room_url_to_jitsi_with_token(chromium: Browser, op: TestOP, mongo_uri: str) -> None:
+    jitsi_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    jitsi_url = f"http://127.0.0.1:{jitsi_sockets[0].getsockname()[1]}"
+    async with start_gateway(op, mongo_uri, jitsi={"base_url": jitsi_url}) as gw:
+        standin = HTTPServer(make_standin(gw.url, gw.settings.jitsi))
+        standin.add_sockets(jitsi_sockets)
+        try:
+            page = await chromium.new_page()
+            await page.goto(f"{jitsi_url}/DailyStandup")
+            await page.wait_for_selector("#username")
+            assert await page.title() != ""
+            await page.fill("#username", "alice")
+            await page.fill("#password", "alice-pw")
+            await page.click("#login")
+            await page.wait_for_selector("#claims")
+            assert page.url.startswith(f"{jitsi_url}/DailyStandup?jwt=")
+            assert await page.inner_text("#status") == "token accepted"
+            claims = json.loads(await page.inner_text("#claims"))
+            assert claims["room"] == "dailystandup"
+            assert claims["context"]["user"]["name"] == "Alice Example"
+            assert claims["context"]["user"]["id"] == "testop:alice-sub"
+
+            # Another room in the same browser: single sign-on, no login page.
+            await page.goto(f"{jitsi_url}/Retro")
+            await page.wait_for_selector("#claims")
+            assert json.loads(await page.inner_text("#claims"))["room"] == "retro"
+            cookies = {c["name"]: c for c in await page.context.cookies(gw.url)}
+            session = cookies[gw.settings.cookies.session_name]
+            assert session["httpOnly"] is True and session["sameSite"] == "Lax"
+        finally:
+            standin.stop()
+            await standin.close_all_connections()
