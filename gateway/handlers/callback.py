@@ -77,6 +77,7 @@ class CallbackHandler(GatewayHandler):
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),
             idp_session_id=sid if isinstance(sid, str) else None,
+            id_token=tokens.id_token,
         )
         self.set_gateway_cookie(settings.cookies.session_name, session_id, max_age=lifetime)
         await self.audit(

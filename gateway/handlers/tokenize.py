@@ -19,6 +19,8 @@ class TokenizeHandler(GatewayHandler):
                 await self.gateway.store.sessions.get(sid, self.gateway.now()) if sid else None
             )
             if identity is None:
+                if sid:
+                    await self.audit("session_expired", "info", room=room, tenant=tenant)
                 query = {"room": room, **({"tenant": tenant} if tenant else {})}
                 self.redirect("/oidc/auth?" + urlencode(query))
                 return
@@ -35,4 +37,4 @@ class TokenizeHandler(GatewayHandler):
             )
             self.redirect(self.gateway.tokens.room_url(room, tenant, minted.token))
         except GatewayError as exc:
-            await self.refuse(exc, event="token_refused", room=room, tenant=tenant)
+            await self.refuse(exc, event="room_refused", room=room, tenant=tenant)

@@ -33,11 +33,14 @@ class SessionStore:
         created_at: datetime,
         expires_at: datetime,
         idp_session_id: str | None = None,
+        id_token: str | None = None,
     ) -> None:
+        """Store a new session. ``id_token`` is kept only as the RP-initiated logout hint."""
         doc: dict[str, Any] = {
             "_id": sha256_hex(session_id),
             "identity": identity.to_document(),
             "idp_sid": idp_session_id,
+            "id_token": id_token,
             "created_at": created_at,
             "expires_at": expires_at,
         }
