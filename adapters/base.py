@@ -23,11 +23,20 @@ Claims = Mapping[str, Any]
 
 
 class AdapterError(Exception):
-    """Claims an adapter refuses. ``reason`` is a short code; the message is for operators."""
+    """Claims an adapter cannot use (audited as ``claims_invalid``).
+
+    ``reason`` is a short code of the adapter's own; the message is for operators (it goes
+    to the audit log, never to the person) and must not contain tokens or secrets.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class AccessDenied(AdapterError):
+    """Valid claims of a person this IdP configuration does not admit (audited as
+    ``policy_denied``): a Workspace domain, tenant or group outside the allowed ones."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,10 @@ class Adapter(ABC):
         self.idp_id = idp_id
         self.options = options
 
+    def check_config(self, issuer: str) -> list[str]:
+        """Problems with this adapter's options for the configured issuer, checked at start-up."""
+        return []
+
     @abstractmethod
     def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
         """Map validated ID-token claims (and userinfo, when configured) to an Identity."""
@@ -137,11 +150,25 @@ class IssuerResolver(Protocol):
     def resolve_issuer(self, configured: str, claims: Claims) -> str: ...
 
 
+class JsonHttp(Protocol):
+    """The outbound HTTP client the gateway hands to enrichers (timeouts, quiet logs)."""
+
+    async def get_json(
+        self, url: str, headers: Mapping[str, str] | None = None, timeout: float | None = None
+    ) -> Any: ...
+
+
 @runtime_checkable
 class IdentityEnricher(Protocol):
-    """Optional: complete an Identity after login (e.g. fetch groups); may do async I/O."""
+    """Optional: complete an Identity after login (e.g. fetch groups); may do async I/O.
 
-    async def enrich(self, identity: Identity, access_token: str | None) -> Identity: ...
+    Raise AdapterError to refuse the login; the gateway's HTTP errors (``UpstreamError``)
+    are reported as ``claims_invalid`` too.
+    """
+
+    async def enrich(
+        self, identity: Identity, access_token: str | None, http: JsonHttp
+    ) -> Identity: ...
 
 
 def claim_path(claims: Claims, path: str) -> Any:

@@ -11,15 +11,21 @@ import tornado.web
 
 from gateway.config import Settings
 from gateway.context import Gateway
+from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
 from gateway.handlers.health import HealthHandler, ReadyHandler
+from gateway.handlers.logout import BackchannelLogoutHandler, LoggedOutHandler, LogoutHandler
+from gateway.handlers.metrics import MetricsHandler
 from gateway.handlers.tokenize import TokenizeHandler
 from gateway.http import HttpClient
 from gateway.idps import open_idps
 from gateway.jitsi import JitsiTokens
+from gateway.logging_setup import log_request
+from gateway.metrics import Metrics
 from gateway.plugins import Registry, discover
+from gateway.policy import Policy
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,12 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/tokenize", TokenizeHandler, deps),
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),
+        (r"/oidc/logout", LogoutHandler, deps),
+        (r"/oidc/logged-out", LoggedOutHandler, deps),
+        (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
+        (r"/metrics", MetricsHandler, deps),
+        (r"/admin/audit", AuditQueryHandler, deps),
+        (r"/admin/audit/stats", AuditStatsHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]
@@ -50,6 +62,8 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         default_handler_args=deps,
         xsrf_cookies=False,
         compress_response=False,
+        metrics=Metrics(gateway),
+        log_function=log_request,
     )
 
 
@@ -66,11 +80,14 @@ def build_gateway(
         log.error("%s", problem)
     http = HttpClient()
     idps = open_idps(settings, registry, http, clock)
-    return Gateway(settings, store, idps, JitsiTokens(settings.jitsi, clock), clock)
+    store.audit.configure(settings.audit)
+    tokens = JitsiTokens(settings.jitsi, clock)
+    return Gateway(settings, store, idps, tokens, http, Policy(settings.policy), clock)
 
 
 async def warm_up(gateway: Gateway) -> None:
     """Create indexes and load each IdP's metadata; failures are logged, /readyz reports them."""
+    await gateway.store.audit.start()  # opens the spool, replays what a crash left there
     try:
         await gateway.store.ensure_indexes()
     except Exception as exc:

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
+from tornado.process import fork_processes
+
+from gateway import audit_cli, policy_cli
 from gateway.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -61,7 +70,9 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 1 if registry.problems else 0
 
 
-async def run_server(settings: Settings, stop: asyncio.Event) -> None:
+async def run_server(
+    settings: Settings, stop: asyncio.Event, sockets: list[socket.socket] | None = None
+) -> None:
     """Serve until ``stop`` is set; starts the embedded store when no URI is configured."""
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.embedded import EmbeddedMongo
@@ -83,9 +94,10 @@ async def run_server(settings: Settings, stop: asyncio.Event) -> None:
         if not settings.cookies.secure:
             log.warning("cookies.secure is false: cookies travel over plain HTTP (local use only)")
         await warm_up(gateway)
-        server = make_app(gateway).listen(
-            settings.listen.port, settings.listen.host, xheaders=False
-        )
+        if sockets is None:
+            sockets = bind_sockets(settings.listen.port, settings.listen.host)
+        server = HTTPServer(make_app(gateway), xheaders=False)
+        server.add_sockets(sockets)
         log.info(
             "listening on %s:%s, public URL %s",
             settings.listen.host,
@@ -96,9 +108,55 @@ async def run_server(settings: Settings, stop: asyncio.Event) -> None:
         server.stop()
         await server.close_all_connections()
     finally:
-        await store.close()
+        await store.close()  # flushes the audit log: queued events to MongoDB or the spool
         if embedded is not None:
             embedded.stop()
+
+
+def fork_workers(settings: Settings, processes: int) -> list[socket.socket]:
+    """Bind the port, then fork; returns in each worker. The parent supervises them.
+
+    The parent restarts a worker that crashes, forwards SIGTERM/SIGINT to the workers and
+    exits once they have all stopped. Workers share nothing but the listening socket:
+    flows and sessions live in MongoDB, secrets come from the same settings.
+    """
+    sockets = bind_sockets(settings.listen.port, settings.listen.host)
+    parent = os.getpid()
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in _children(parent):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    fork_processes(processes)
+    for sig, handler in previous.items():  # in the worker: back to the usual handlers
+        signal.signal(sig, handler)
+    return sockets
+
+
+def _children(parent: int) -> list[int]:
+    """Process ids whose parent is ``parent`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def watch_parent(stop: asyncio.Event) -> None:
+    """A worker stops when its supervising parent is gone (killed without forwarding)."""
+    parent = os.getppid()
+
+    def check() -> None:
+        if os.getppid() != parent:
+            stop.set()
+
+    PeriodicCallback(check, 1000).start()
 
 
 def _stop_event() -> asyncio.Event:
@@ -110,11 +168,24 @@ def _stop_event() -> asyncio.Event:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.logging_setup import configure_logging
+
     settings = _load(_settings_path(args))
-    logging.getLogger().setLevel(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    processes = getattr(args, "processes", 1)
+    sockets = None
+    if processes != 1:
+        if settings.mongodb.uri is None:
+            raise ConfigError(
+                ["mongodb.uri: --processes needs a shared MongoDB (the embedded store is one)"]
+            )
+        sockets = fork_workers(settings, processes)
 
     async def main() -> None:
-        await run_server(settings, _stop_event())
+        stop = _stop_event()
+        if sockets is not None:
+            watch_parent(stop)
+        await run_server(settings, stop, sockets)
 
     asyncio.run(main())
     return 0
@@ -122,7 +193,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
+    from gateway.logging_setup import configure_logging
 
+    configure_logging("INFO", "text")  # redacted, and no query strings in the access log
     asyncio.run(run_demo(args.port, args.jitsi_port))
     return 0
 
@@ -139,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("-c", "--config", help="settings file (default: ./settings.yaml)")
         p.set_defaults(func=func)
+        if name == "serve":
+            p.add_argument(
+                "--processes",
+                type=int,
+                default=1,
+                help="worker processes sharing the port (0: one per CPU; needs mongodb.uri)",
+            )
+    audit_cli.add_parser(sub)
+    policy_cli.add_parser(sub)
     p = sub.add_parser("adapters", help="list discovered IdP adapters and broken plugins")
     p.set_defaults(func=cmd_adapters)
     p = sub.add_parser("demo", help="gateway + embedded store + local test OP + Jitsi stand-in")

@@ -25,11 +25,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from gateway.policy import PolicySettings
 
 ENV_PREFIX = "JOG_"
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -71,7 +74,7 @@ class Mongo(Strict):
 
 
 class Cookies(Strict):
-    secret: SecretStr = Field(min_length=32)
+    secret: SecretStr
     secure: bool = True
     session_name: str = Field("jog_session", pattern=r"^[A-Za-z0-9_]{1,40}$")
     flow_name: str = Field("jog_flow", pattern=r"^[A-Za-z0-9_]{1,40}$")
@@ -81,6 +84,8 @@ class Cookies(Strict):
     def _not_placeholder(cls, v: SecretStr) -> SecretStr:
         if v.get_secret_value().startswith("CHANGE-ME"):
             raise ValueError("is still the example placeholder; set a random value of 32+ chars")
+        if len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (use a random value)")
         return v
 
 
@@ -115,6 +120,9 @@ class Jitsi(Strict):
 
     @model_validator(mode="after")
     def _key_for_algorithm(self) -> Jitsi:
+        secret = self.app_secret.get_secret_value() if self.app_secret else ""
+        if secret.startswith("CHANGE-ME"):
+            raise ValueError("app_secret is still the example placeholder; use Prosody's secret")
         if self.algorithm == "HS256":
             if self.app_secret is None or len(self.app_secret.get_secret_value()) < 32:
                 raise ValueError("algorithm HS256 needs app_secret (32+ characters, RFC 7518 3.2)")
@@ -145,6 +153,34 @@ class IdP(Strict):
     jwks_max_age_seconds: float = Field(3600.0, ge=60)
     http_timeout_seconds: float = Field(10.0, gt=0, le=60)
     options: dict[str, Any] = Field(default_factory=dict)
+    email_domains: tuple[str, ...] = Field(
+        (), description="e-mail domains the chooser page sends to this IdP"
+    )
+    rooms: tuple[str, ...] = Field(
+        (), description="glob patterns (lower-case room names) this IdP is pinned to; empty: any"
+    )
+    tenants: tuple[str, ...] = Field((), description="tenants this IdP is pinned to; empty: any")
+
+    @field_validator("email_domains", "tenants")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(x.strip().lower() for x in v)
+
+    @field_validator("rooms")
+    @classmethod
+    def _room_globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            if not re.fullmatch(r"[a-z0-9_~*?\[\]!-]{1,128}", pattern):
+                raise ValueError(
+                    f"room pattern {pattern!r}: lower-case room characters and * ? [ ]"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _templated_issuer(self) -> IdP:
+        if "{" in self.issuer and not self.discovery_url:
+            raise ValueError("an issuer template ({tenantid}) needs discovery_url")
+        return self
 
     @field_validator("issuer")
     @classmethod
@@ -180,6 +216,86 @@ class IdP(Strict):
         return self.display_name or self.id
 
 
+class Delivery(Strict):
+    """How the Jitsi token reaches the room page.
+
+    ``fragment`` puts it after ``#`` (never sent to servers or logged by proxies); the room
+    URL then carries ``flag_parameter=1`` so nginx's entry rule does not send it back here.
+    """
+
+    mode: Literal["query", "fragment"] = "query"
+    flag_parameter: str = Field("oidc", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+
+    @field_validator("flag_parameter")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in {"jwt", "room", "tenant", "state", "idp", "login_hint"}:
+            raise ValueError(f"{v!r} is used by Jitsi or the gateway; pick another name")
+        return v
+
+
+class Logout(Strict):
+    """Ending sessions: here, at the IdP (RP-initiated) and from the IdP (back-channel)."""
+
+    idp_logout: bool = Field(True, description="continue to the IdP's end_session_endpoint")
+    backchannel: bool = Field(True, description="accept back-channel logout tokens")
+    logout_token_max_age_seconds: int = Field(300, ge=30, le=3600)
+
+
+class Metrics(Strict):
+    """``/metrics`` (Prometheus). With ``bearer_token`` set, scrapes must send it."""
+
+    enabled: bool = True
+    bearer_token: SecretStr | None = Field(None, min_length=16)
+
+
+class Audit(Strict):
+    """The audit trail: write bound, batching, the local spool for outages, retention."""
+
+    write_timeout_seconds: float = Field(1.0, gt=0, le=10)
+    batch_size: int = Field(500, ge=1, le=10000)
+    spool_dir: str | None = Field(
+        "./var/audit-spool", description="where events wait while MongoDB is down; null: off"
+    )
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    replay_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    retention_days: int | None = Field(None, ge=1, le=36500)
+
+
+class AdminToken(Strict):
+    """One admin bearer token, stored only as the SHA-256 hex digest of the token."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError(
+                "must be the SHA-256 hex digest of the token (64 hex characters), not the "
+                "token itself; `jitsi-oidc-gateway audit new-token` prints both"
+            )
+        return v
+
+
+class Admin(Strict):
+    """The admin API (``/admin/audit``); no tokens: every request is refused."""
+
+    tokens: tuple[AdminToken, ...] = ()
+    max_page_size: int = Field(1000, ge=1, le=10000)
+    query_timeout_seconds: float = Field(120, gt=0, le=3600, description="a page or stats")
+    export_timeout_seconds: float = Field(3600, gt=0, le=86400, description="a whole export")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Admin:
+        names = [t.name for t in self.tokens]
+        if len(names) != len(set(names)):
+            raise ValueError("admin token names must be unique")
+        return self
+
+
 class Settings(Strict):
     public_url: str
     listen: Listen = Listen()
@@ -189,20 +305,31 @@ class Settings(Strict):
     jitsi: Jitsi
     idps: tuple[IdP, ...] = Field(min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    delivery: Delivery = Delivery()
+    logout: Logout = Logout()
+    metrics: Metrics = Metrics()
+    audit: Audit = Audit()
+    admin: Admin = Admin()
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        (), description="CIDRs whose X-Forwarded-For / X-Real-IP is believed (nginx)"
+    )
+    policy: PolicySettings = PolicySettings()
 
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, v: str) -> str:
         return _http_url(v, what="public_url")
 
-    @model_validator(mode="after")
-    def _unique_idp_ids(self) -> Settings:
+    @field_validator("idps")
+    @classmethod
+    def _unique_idp_ids(cls, v: tuple[IdP, ...]) -> tuple[IdP, ...]:
         seen: set[str] = set()
-        for idp in self.idps:
+        for idp in v:
             if idp.id in seen:
                 raise ValueError(f"duplicate IdP id {idp.id!r}")
             seen.add(idp.id)
-        return self
+        return v
 
     @property
     def redirect_uri(self) -> str:
@@ -222,6 +349,20 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _field_names(model: type[BaseModel], out: set[str]) -> set[str]:
+    for name, field in model.model_fields.items():
+        out.add(name)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                _field_names(arg, out)
+    return out
+
+
+def _file_fields() -> set[str]:
+    """Settings keys that themselves end in ``_file`` (``JOG_..._PRIVATE_KEY_FILE`` sets them)."""
+    return {n for n in _field_names(Settings, set()) if n.endswith("_file")}
+
+
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
     """Write ``JOG_A__B__0__C`` overrides into ``data``; returns problems found."""
     problems: list[str] = []
@@ -230,15 +371,22 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
             continue
         raw_path = name[len(ENV_PREFIX) :]
         value: Any = environ[name]
-        if raw_path.endswith("_FILE"):
+        last_key = raw_path.rsplit("__", 1)[-1].lower()
+        if raw_path.endswith("_FILE") and last_key not in _FILE_FIELDS:
             raw_path = raw_path[: -len("_FILE")]
             try:
                 value = Path(value).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 problems.append(f"{name}: cannot read {value}: {exc.strerror}")
                 continue
-        else:
-            value = yaml.safe_load(value) if value.strip() else ""
+        elif value.lstrip().startswith(("[", "{")):
+            try:  # lists and mappings in YAML flow style: JOG_IDPS__0__SCOPES="[openid, email]"
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                problems.append(f"{name}: not a valid YAML list or mapping")
+                continue
+        # Scalars stay verbatim strings (secrets keep every character); the models coerce
+        # "true", "300" and the like to the field's type.
         keys = [k.lower() for k in raw_path.split("__") if k]
         if not keys:
             continue
@@ -293,12 +441,19 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     return settings_from_dict(data)
 
 
+_FILE_FIELDS = _file_fields()
+
+
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{format_path(tuple(err['loc']))}: {msg}")
         raise ConfigError(lines) from None
+    problems = settings.policy.problems((i.id for i in settings.idps), settings.jitsi.room_wildcard)
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.config import Settings
+from gateway.http import HttpClient
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi import JitsiTokens
+from gateway.policy import Policy
 from gateway.store import Store
 
 
@@ -19,6 +21,8 @@ class Gateway:
     store: Store
     idps: dict[str, ConfiguredIdP]
     tokens: JitsiTokens
+    http: HttpClient
+    policy: Policy
     clock: Callable[[], float] = field(default=time.time)
 
     def now(self) -> datetime:

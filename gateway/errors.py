@@ -7,6 +7,8 @@ secret. What a person sees is chosen by the web layer from ``reason`` alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 REASONS = {
     "bad_request": "a parameter was missing, too long or malformed",
     "idp_unknown": "the requested IdP is not configured",
@@ -25,15 +27,21 @@ REASONS = {
     "policy_denied": "the policy refused this person or room",
     "session_missing": "no live gateway session",
     "store_unavailable": "MongoDB could not be reached",
+    "admin_unauthorized": "an admin API request without a valid admin bearer token",
+    "cross_site_request": "a logout POST from another site (Origin / Sec-Fetch-Site)",
+    "csrf_token_invalid": "a logout POST without the session's form token",
+    "logout_token_invalid": "a back-channel logout token failed a check (detail names it)",
 }
 
 
 class GatewayError(Exception):
     """A refused or failed step of the flow."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", **audit: Any) -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown reason code {reason!r}")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail or REASONS[reason]
+        #: extra audit fields (e.g. the policy rule that decided)
+        self.audit = audit

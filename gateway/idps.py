@@ -47,7 +47,9 @@ def open_adapters(settings: Settings, registry: Registry) -> dict[str, Adapter]:
                 path = format_path((f"idps[{i}].options", *err["loc"]))
                 problems.append(f"{path}: {err['msg']}")
             continue
-        adapters[idp.id] = info.cls(idp.id, options)
+        adapter = info.cls(idp.id, options)
+        problems += [f"idps[{i}].options.{p}" for p in adapter.check_config(idp.issuer)]
+        adapters[idp.id] = adapter
     if problems:
         raise ConfigError(problems)
     return adapters

@@ -100,7 +100,11 @@ class JitsiTokens:
         token = jwt.encode(claims, self._key, algorithm=cfg.algorithm, headers=headers)
         return MintedToken(token, jti, exp, room_claim, subject)
 
-    def room_url(self, room: str, tenant: str | None, token: str) -> str:
-        """``<base>/<tenant>/<room>?jwt=...``; names are pre-validated, quoted anyway."""
+    def room_page(self, room: str, tenant: str | None) -> str:
+        """``<base>/<tenant>/<room>``; names are pre-validated, quoted anyway."""
         path = "/".join(quote(p, safe="") for p in ((tenant,) if tenant else ()) + (room,))
-        return f"{self.config.base_url}/{path}?{urlencode({'jwt': token})}"
+        return f"{self.config.base_url}/{path}"
+
+    def room_url(self, room: str, tenant: str | None, token: str) -> str:
+        """``<base>/<tenant>/<room>?jwt=...``."""
+        return f"{self.room_page(room, tenant)}?{urlencode({'jwt': token})}"

@@ -7,12 +7,14 @@ skipped; the others still load.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from adapters.base import Adapter
 
 GROUP = "jitsi_oidc_gateway.adapters"
+OWN = "jitsi-oidc-gateway"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,11 @@ def discover(group: str = GROUP) -> Registry:
     found: dict[str, AdapterInfo] = {}
     problems: list[PluginProblem] = []
     seen: set[tuple[str, str]] = set()
-    for ep in sorted(entry_points(group=group), key=lambda e: (e.name, e.value)):
+    # The gateway's own adapters first: a plugin can never take a built-in name.
+    ordered = sorted(
+        entry_points(group=group), key=lambda e: (_origin(e)[0] != OWN, e.name, e.value)
+    )
+    for ep in ordered:
         dist_name, version = _origin(ep)
         if (ep.name, ep.value) in seen:  # the same distribution visible twice on sys.path
             continue
@@ -68,6 +74,11 @@ def discover(group: str = GROUP) -> Registry:
         if not (isinstance(obj, type) and issubclass(obj, Adapter)):
             problems.append(
                 PluginProblem(ep.name, dist_name, f"{ep.value} is not an adapters.base.Adapter")
+            )
+            continue
+        if inspect.isabstract(obj):
+            problems.append(
+                PluginProblem(ep.name, dist_name, f"{ep.value} is abstract (identity() missing?)")
             )
             continue
         if ep.name in found:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent):
-# Debian packages (with --browser: chromium), a virtualenv in .venv with the pinned Python
+# Debian packages (with --test: chromium and nginx), a virtualenv in .venv with the pinned Python
 # packages and this project, and the test OpenID Provider's npm packages (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
-if [[ "${1:-}" == "--browser" ]] && ! command -v chromium >/dev/null; then
-  apt_packages+=(chromium)
+if [[ "${1:-}" == "--test" ]]; then
+  command -v chromium >/dev/null || apt_packages+=(chromium)
+  # Tests start the real nginx in front of the gateway (tests/test_nginx.py).
+  [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || apt_packages+=(nginx)
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -36,6 +36,17 @@ ACCOUNTS: list[dict[str, Any]] = [
         },
     },
     {
+        "sub": "carol-sub",
+        "username": "carol",
+        "password": "carol-pw",
+        "claims": {
+            "name": "Carol Partner",
+            "email": "carol@partner.example",
+            "email_verified": True,
+            "groups": ["partners"],
+        },
+    },
+    {
         "sub": "bob-sub",
         "username": "bob",
         "password": "bob-pw",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -74,6 +74,57 @@ async def test_room_url_to_jitsi_with_token(chromium: Browser, op: TestOP, mongo
             cookies = {c["name"]: c for c in await page.context.cookies(gw.url)}
             session = cookies[gw.settings.cookies.session_name]
             assert session["httpOnly"] is True and session["sameSite"] == "Lax"
+        finally:
+            standin.stop()
+            await standin.close_all_connections()
+
+
+@pytest.fixture(scope="module")
+def second_op() -> Iterator[TestOP]:
+    accounts = [
+        {
+            "sub": "carol-sub",
+            "username": "carol",
+            "password": "carol-pw",
+            "claims": {"name": "Carol Corp", "email": "carol@corp.example", "email_verified": True},
+        }
+    ]
+    with TestOP.start(accounts) as provider:
+        yield provider
+
+
+async def test_chooser_picks_idp_by_email_domain(
+    chromium: Browser, op: TestOP, second_op: TestOP, mongo_uri: str
+) -> None:
+    jitsi_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    jitsi_url = f"http://127.0.0.1:{jitsi_sockets[0].getsockname()[1]}"
+    more = [
+        (second_op, {"id": "corp", "display_name": "Corp SSO", "email_domains": ["corp.example"]})
+    ]
+    async with start_gateway(op, mongo_uri, jitsi={"base_url": jitsi_url}, more_idps=more) as gw:
+        standin = HTTPServer(make_standin(gw.url, gw.settings.jitsi))
+        standin.add_sockets(jitsi_sockets)
+        try:
+            page = await chromium.new_page()
+            await page.goto(f"{jitsi_url}/AllHands")
+            heading = page.get_by_role("heading", level=1)
+            assert await heading.inner_text() == "Sign in to join AllHands"
+            providers = page.get_by_role("navigation", name="Sign-in providers")
+            assert await providers.get_by_role("link").all_inner_texts() == [
+                "Sign in with Test OP",
+                "Sign in with Corp SSO",
+            ]
+            await page.get_by_label("Work e-mail address").fill("carol@corp.example")
+            await page.get_by_role("button", name="Continue").click()
+            await page.wait_for_selector("#username")
+            assert page.url.startswith(second_op.issuer)
+            await page.fill("#username", "carol")
+            await page.fill("#password", "carol-pw")
+            await page.click("#login")
+            await page.wait_for_selector("#claims")
+            claims = json.loads(await page.inner_text("#claims"))
+            assert claims["room"] == "allhands"
+            assert claims["context"]["user"]["id"] == "corp:carol-sub"
         finally:
             standin.stop()
             await standin.close_all_connections()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import jwt
@@ -16,6 +16,7 @@ from tests.support.gateway import (
     GatewayUnderTest,
     start_gateway,
     token_from,
+    with_query,
 )
 from tests.support.op import TestOP
 
@@ -237,22 +238,11 @@ async def test_unknown_kid_refetch_is_rate_limited(
         assert rp.jwks.fetch_count == fetches
 
 
-def with_param(url: str, **changes: str | None) -> str:
-    parts = urlsplit(url)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    for key, value in changes.items():
-        if value is None:
-            query.pop(key, None)
-        else:
-            query[key] = value
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 async def test_iss_parameter_of_another_issuer_is_refused(
     gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
 ) -> None:
     callback = await gw.start_and_login(browser, op)
-    forged = with_param(callback, iss="https://evil.example")
+    forged = with_query(callback, iss="https://evil.example")
     await assert_refused(gw, await browser.get(forged), 400, "issuer_mismatch")
 
 
@@ -261,7 +251,7 @@ async def test_missing_iss_parameter_is_refused_when_advertised(
 ) -> None:
     callback = await gw.start_and_login(browser, op)
     await assert_refused(
-        gw, await browser.get(with_param(callback, iss=None)), 400, "issuer_mismatch"
+        gw, await browser.get(with_query(callback, iss=None)), 400, "issuer_mismatch"
     )
 
 
@@ -269,7 +259,7 @@ async def test_idp_error_response_is_refused_and_audited(
     gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
 ) -> None:
     callback = await gw.start_and_login(browser, op)
-    denied = with_param(callback, code=None, error="access_denied")
+    denied = with_query(callback, code=None, error="access_denied")
     event = await assert_refused(gw, await browser.get(denied), 401, "idp_error")
     assert event["detail"].endswith("error=access_denied")
     assert event["room"] == "standup"
@@ -400,3 +390,26 @@ async def test_cookies_are_httponly_lax_and_signed(
     name = gw.settings.cookies.flow_name
     value = browser.cookies.get(name)
     assert value and value.count("|") >= 5  # Tornado's signed-value format v2
+
+
+async def test_userinfo_is_read_when_configured(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    idp = {"userinfo": True, "scopes": ["openid", "profile", "email", "groups"]}
+    async with start_gateway(op, mongo_uri, idp=idp) as gw:
+        rp = gw.gateway.idps["testop"].rp
+        answers: list[dict] = []
+        real_userinfo = rp.userinfo
+
+        async def spy(access_token: str | None, subject: str) -> dict:
+            answers.append(await real_userinfo(access_token, subject))  # the real endpoint
+            return answers[-1]
+
+        rp.userinfo = spy  # type: ignore[method-assign]
+        response = await gw.sign_in(browser, op, room="ui")
+        assert response.status_code == 302, response.text
+        assert answers and answers[0]["sub"] == "alice-sub"
+        assert answers[0]["email"] == " Alice@Example.org"
+        doc = await gw.store.sessions.collection.find_one({})
+        assert doc["identity"]["name"] == "Alice Example"
+        assert doc["identity"]["groups"] == ["testop:staff"]

@@ -9,7 +9,9 @@ from adapters.base import AuthorizationParams
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
+from gateway.jitsi_state import MAX_STATE, room_from_state
 from gateway.oidc.pkce import random_token, s256_challenge
+from gateway.routing import eligible_idps, idp_for_email
 from gateway.store.flows import Flow
 
 
@@ -19,33 +21,56 @@ class AuthHandler(GatewayHandler):
         tenant: str | None = None
         idp: ConfiguredIdP | None = None
         try:
-            room, tenant = self.room_and_tenant()
+            jitsi_state = self.param("state", MAX_STATE)
+            if jitsi_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
+                room, tenant = room_from_state(jitsi_state, self.param("room", 256))
+            else:
+                room, tenant = self.room_and_tenant()
             idp_id = self.param("idp", 64)
             login_hint = self.param("login_hint", 254)
-            if self.session_id() and await self.gateway.store.sessions.get(
-                self.session_id() or "", self.gateway.now()
-            ):
+            eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
+            identity = await self.current_identity()
+            if identity is not None and identity.idp in {i.id for i in eligible}:
                 self.redirect(tokenize_url(room, tenant))
                 return
             if idp_id is not None:
-                idp = self.gateway.idps.get(idp_id)
+                idp = next((i for i in eligible if i.id == idp_id), None)
                 if idp is None:
-                    raise GatewayError("idp_unknown", f"idp {idp_id!r} is not configured")
-            elif len(self.gateway.idps) == 1:
-                idp = next(iter(self.gateway.idps.values()))
+                    raise GatewayError("idp_unknown", f"idp {idp_id!r} does not serve this room")
+            elif login_hint and (found := idp_for_email(eligible, login_hint)):
+                idp = found
+            elif len(eligible) == 1:
+                idp = eligible[0]
+            elif not eligible:
+                raise GatewayError("idp_unknown", "no configured IdP serves this room")
             else:
-                self.render_chooser(room, tenant)
+                self.render_chooser(room, tenant, eligible, login_hint)
                 return
             await self.start_flow(idp, room, tenant, login_hint)
         except GatewayError as exc:
             await self.refuse(exc, idp=idp.id if idp else None, room=room, tenant=tenant)
 
-    def render_chooser(self, room: str, tenant: str | None) -> None:
-        choices = []
-        for idp in self.gateway.idps.values():
-            query = {"room": room, **({"tenant": tenant} if tenant else {}), "idp": idp.id}
-            choices.append((idp.id, idp.config.label, "/oidc/auth?" + urlencode(query)))
-        self.render("chooser.html", room=room, choices=choices)
+    def render_chooser(
+        self,
+        room: str,
+        tenant: str | None,
+        eligible: list[ConfiguredIdP],
+        login_hint: str | None,
+    ) -> None:
+        base = {"room": room, **({"tenant": tenant} if tenant else {})}
+        choices = [
+            (idp.id, idp.config.label, "/oidc/auth?" + urlencode({**base, "idp": idp.id}))
+            for idp in eligible
+        ]
+        self.render(
+            "chooser.html",
+            room=room,
+            tenant=tenant,
+            choices=choices,
+            login_hint=login_hint or "",
+            show_email=any(i.config.email_domains for i in eligible),
+            unknown_domain=bool(login_hint),
+        )
 
     async def start_flow(
         self, idp: ConfiguredIdP, room: str, tenant: str | None, login_hint: str | None

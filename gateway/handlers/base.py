@@ -13,8 +13,11 @@ from urllib.parse import urlencode
 from tornado.web import HTTPError, RequestHandler
 
 from adapters.base import Identity
+from gateway.clientip import client_ip
 from gateway.context import Gateway
 from gateway.errors import GatewayError
+from gateway.logging_setup import bind_request_id
+from gateway.metrics import observe_audit
 from gateway.oidc.pkce import sha256_hex
 from gateway.rooms import valid_room, valid_tenant
 
@@ -40,6 +43,7 @@ STATUS = {
     "policy_denied": 403,
     "session_missing": 401,
     "store_unavailable": 503,
+    "admin_unauthorized": 401,
 }
 
 PUBLIC_TEXT = {
@@ -63,6 +67,7 @@ PUBLIC_TEXT = {
     "policy_denied": ("Access refused", "Your account may not join this meeting."),
     "session_missing": ("Please sign in", "Your session has ended."),
     "store_unavailable": ("Sign-in is unavailable", "Please try again in a moment."),
+    "admin_unauthorized": ("Not authorised", "A valid admin token is required."),
 }
 
 
@@ -83,8 +88,15 @@ class GatewayHandler(RequestHandler):
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
         )
 
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        namespace.setdefault("retry_url", None)
+        namespace.setdefault("guest_url", None)
+        return namespace
+
     def prepare(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
+        bind_request_id(self.request_id)  # every log line of this request carries it
 
     # ---- input ---------------------------------------------------------------------------
 
@@ -139,7 +151,29 @@ class GatewayHandler(RequestHandler):
         days = self.gateway.settings.session.lifetime_seconds / 86400 + 1
         return self.read_gateway_cookie(name, days)
 
+    async def current_identity(self) -> Identity | None:
+        """The live session's identity. A cookie whose session has ended is audited once
+        (``session_expired``) and cleared."""
+        sid = self.session_id()
+        if not sid:
+            return None
+        identity = await self.gateway.store.sessions.get(sid, self.gateway.now())
+        if identity is None:
+            await self.audit("session_expired", "info", session_id=sid)
+            self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
+        return identity
+
     # ---- audit -----------------------------------------------------------------------------
+
+    def client_ip(self) -> str | None:
+        """The client's address; forwarding headers only count from trusted proxies."""
+        headers = self.request.headers
+        return client_ip(
+            self.request.remote_ip,
+            headers.get("X-Forwarded-For"),
+            headers.get("X-Real-IP"),
+            self.gateway.settings.trusted_proxies,
+        )
 
     async def audit(
         self,
@@ -155,7 +189,7 @@ class GatewayHandler(RequestHandler):
             "event": event,
             "outcome": outcome,
             "idp": identity.idp if identity else idp,
-            "client_ip": self.request.remote_ip,
+            "client_ip": self.client_ip(),
             "user_agent": (self.request.headers.get("User-Agent") or "")[:512],
             "request_id": self.request_id,
         }
@@ -173,6 +207,7 @@ class GatewayHandler(RequestHandler):
             doc["session_hash"] = sha256_hex(sid)[:32]
         doc |= {k: v for k, v in fields.items() if v is not None}
         await self.gateway.store.audit.write(doc)
+        observe_audit(self, doc)  # metrics are derived from audit events
 
     # ---- failures --------------------------------------------------------------------------
 
@@ -185,20 +220,22 @@ class GatewayHandler(RequestHandler):
         identity: Identity | None = None,
         room: str | None = None,
         tenant: str | None = None,
+        guest_url: str | None = None,
     ) -> None:
         """Audit the failure and answer with the short page for its reason."""
         log.info("refused %s: %s [request %s]", error.reason, error.detail, self.request_id)
-        if error.reason != "store_unavailable":
-            await self.audit(
-                event,
-                "failure",
-                idp=idp,
-                identity=identity,
-                reason=error.reason,
-                detail=error.detail,
-                room=room,
-                tenant=tenant,
-            )
+        # store_unavailable too: the audit log spools locally while MongoDB is down.
+        await self.audit(
+            event,
+            "failure",
+            idp=idp,
+            identity=identity,
+            reason=error.reason,
+            detail=error.detail,
+            room=room,
+            tenant=tenant,
+            **error.audit,
+        )
         title, message = PUBLIC_TEXT[error.reason]
         retry_url = None
         if room is not None:
@@ -210,6 +247,7 @@ class GatewayHandler(RequestHandler):
             title=title,
             message=message,
             retry_url=retry_url,
+            guest_url=guest_url,
             request_id=self.request_id,
         )
 
@@ -220,5 +258,10 @@ class GatewayHandler(RequestHandler):
         else:
             title, message = "Something went wrong", "Please try again in a moment."
         self.render(
-            "error.html", title=title, message=message, retry_url=None, request_id=self.request_id
+            "error.html",
+            title=title,
+            message=message,
+            retry_url=None,
+            guest_url=None,
+            request_id=self.request_id,
         )

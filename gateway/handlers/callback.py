@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
-from adapters.base import AdapterError, IdentityEnricher
+from adapters.base import AccessDenied, AdapterError, Identity, IdentityEnricher
 from gateway.errors import GatewayError
 from gateway.handlers.auth import tokenize_url
 from gateway.handlers.base import GatewayHandler
+from gateway.http import UpstreamError
+from gateway.oidc.metadata import issuer_matches
 from gateway.oidc.pkce import random_token
 from gateway.store.flows import Flow
+
+log = logging.getLogger(__name__)
 
 ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
 class CallbackHandler(GatewayHandler):
+    identity: Identity | None = None  # once known, refusals are audited with it
+
     async def get(self) -> None:
         flow: Flow | None = None
         try:
@@ -29,6 +36,7 @@ class CallbackHandler(GatewayHandler):
         except GatewayError as exc:
             await self.refuse(
                 exc,
+                identity=self.identity,
                 idp=flow.idp if flow else None,
                 room=flow.room if flow else None,
                 tenant=flow.tenant if flow else None,
@@ -40,7 +48,7 @@ class CallbackHandler(GatewayHandler):
             raise GatewayError("idp_unknown", f"flow names idp {flow.idp!r}, no longer configured")
         meta = await idp.rp.metadata()
         iss = self.param("iss", 1024)  # RFC 9207: checked on error responses too
-        if iss is not None and iss != meta.issuer:
+        if iss is not None and not issuer_matches(meta.issuer, iss):
             raise GatewayError("issuer_mismatch", f"{idp.id}: iss parameter names another issuer")
         if iss is None and meta.iss_parameter_supported:
             raise GatewayError("issuer_mismatch", f"{idp.id}: advertised iss parameter missing")
@@ -58,15 +66,34 @@ class CallbackHandler(GatewayHandler):
             redirect_uri=settings.redirect_uri,
             nonce=flow.nonce,
         )
+        if iss is not None and tokens.claims.get("iss") != iss:
+            raise GatewayError(
+                "issuer_mismatch", f"{idp.id}: ID token issuer is not the iss parameter"
+            )
         userinfo = None
         if idp.config.userinfo:
             userinfo = await idp.rp.userinfo(tokens.access_token, tokens.claims["sub"])
         try:
             identity = idp.adapter.identity(tokens.claims, userinfo)
             if isinstance(idp.adapter, IdentityEnricher):
-                identity = await idp.adapter.enrich(identity, tokens.access_token)
+                identity = await idp.adapter.enrich(
+                    identity, tokens.access_token, self.gateway.http
+                )
         except AdapterError as exc:
-            raise GatewayError("claims_invalid", f"{idp.id}: {exc.reason}: {exc}") from None
+            reason = "policy_denied" if isinstance(exc, AccessDenied) else "claims_invalid"
+            raise GatewayError(reason, f"{idp.id}: {exc.reason}: {exc}") from None
+        except UpstreamError as exc:
+            raise GatewayError("claims_invalid", f"{idp.id}: enrichment failed: {exc}") from None
+        self.identity = identity
+        decision = self.gateway.policy.sign_in(identity)
+        log.debug(
+            "sign-in %s for %s: %s",
+            "allowed" if decision.allowed else "refused",
+            identity.user_id,
+            " | ".join(decision.trail),
+        )
+        if not decision.allowed:
+            raise GatewayError("policy_denied", decision.reason, rule=decision.rule)
         session_id = random_token()  # always fresh: never reuse an id from before login
         now = self.gateway.now()
         lifetime = settings.session.lifetime_seconds
@@ -87,5 +114,7 @@ class CallbackHandler(GatewayHandler):
             room=flow.room,
             tenant=flow.tenant,
             session_id=session_id,
+            rule=decision.rule,
+            decision=decision.reason,
         )
         self.redirect(tokenize_url(flow.room, flow.tenant))

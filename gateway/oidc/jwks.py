@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from gateway.http import HttpClient, UpstreamError
 
@@ -50,6 +50,7 @@ class JwksCache:
         self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetch_count = 0
+        self._finished = 0
 
     @property
     def loaded(self) -> bool:
@@ -69,20 +70,22 @@ class JwksCache:
 
     async def refresh(self) -> bool:
         """Refetch unless one ran too recently; True when the cache was replaced."""
-        started = self._clock()
+        seen = self._finished
         async with self._lock:
+            if self._finished != seen:  # another caller fetched while we waited: use that
+                return False
             if self._attempted_at is not None:
-                if self._attempted_at >= started:  # another caller fetched while we waited
-                    return False
-                if started - self._attempted_at < self._min_refresh:
+                if self._clock() - self._attempted_at < self._min_refresh:
                     return False
             self._attempted_at = self._clock()
             self.fetch_count += 1
             try:
                 doc = await self._http.get_json(self.url, timeout=self._timeout)
             except UpstreamError as exc:
+                self._finished += 1
                 log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
                 return False
+            self._finished += 1
             keys = _parse(doc)
             if not keys:
                 log.warning("JWKS at %s has no usable signing keys; keeping the cache", self.url)
@@ -99,11 +102,14 @@ class JwksCache:
 
 
 _KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
 
 def _fits(data: dict[str, Any], alg: str) -> bool:
     declared = data.get("alg")
     if declared is not None and declared != alg:
+        return False
+    if alg in _CURVE_FOR_ALG and data.get("crv") != _CURVE_FOR_ALG[alg]:
         return False
     return data.get("kty") == _KTY_FOR_ALG.get(alg[:2])
 
@@ -119,6 +125,6 @@ def _parse(doc: Any) -> list[tuple[dict[str, Any], jwt.PyJWK]]:
             continue
         try:
             keys.append((data, jwt.PyJWK(data, algorithm=data.get("alg"))))
-        except PyJWKError:
+        except PyJWTError:  # PyJWKError and InvalidKeyError: skip the key, keep the others
             continue
     return keys

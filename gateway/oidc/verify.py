@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from jwt.exceptions import InvalidTokenError
+from jwt.exceptions import InvalidTokenError, PyJWTError
 
 from gateway.oidc.jwks import JwksCache, KeyNotFound
 
@@ -136,7 +137,7 @@ class IdTokenVerifier:
             raise IdTokenError("signature", str(exc)) from None
         try:
             jwt.PyJWS().decode(token, key=key.key, algorithms=[alg])
-        except InvalidTokenError as exc:
+        except PyJWTError as exc:  # a bad signature, or a key that cannot verify this alg
             raise IdTokenError("signature", type(exc).__name__) from None
 
     @staticmethod
@@ -160,4 +161,4 @@ def token_hash(value: str, alg: str) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -47,4 +47,6 @@ class Store:
         return True
 
     async def close(self) -> None:
+        """Flush the audit log (MongoDB or the spool) before the client goes away."""
+        await self.audit.close()
         await self.client.close()

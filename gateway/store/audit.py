@@ -1,43 +1,370 @@
-"""The audit log: one document per step of every sign-in.
+"""The audit log: one document per step of every sign-in, durable through MongoDB outages.
 
-Writing an event must never break or stall a sign-in: each write is bounded by a short
-timeout and a failure is logged (without the event's personal data) and swallowed. The
-callers build events from fixed fields only; tokens, codes and secrets are never passed in.
+Writing an event must never break or stall a sign-in. ``write`` hands the event to one
+writer task and waits a short, bounded time for it to be stored. The writer groups waiting
+events into one ``insert_many`` (group commit); when MongoDB fails or times out the batch goes
+to the local spool (``gateway/store/spool.py``, fsync'd) and every later event follows it
+there until a replayer task has copied the spool back into MongoDB in order. Event ids are
+fixed before the first attempt, so an insert that timed out but landed anyway is not
+duplicated by the replay (duplicate keys are ignored). ``close`` flushes everything.
+
+The callers build events from fixed fields only; tokens, codes and secrets are never passed in,
+and keys that look like one are dropped here as a second line of defence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import uuid
-from typing import Any
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+
+from gateway.store.spool import Spool, SpoolFull
+
+if TYPE_CHECKING:
+    from gateway.config import Audit as AuditSettings
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+EVENTS = (
+    "flow_started",
+    "login_succeeded",
+    "login_failed",
+    "token_minted",
+    "room_refused",
+    "session_expired",
+    "logout",
+    "backchannel_logout",
+    "admin_query",
+)
+OUTCOMES = ("success", "failure", "info")
+
+# Every filter of the query API is backed by one of these (field, time) indexes.
+INDEXED_FIELDS = (
+    "event",
+    "outcome",
+    "idp",
+    "subject",
+    "email",
+    "room",
+    "tenant",
+    "client_ip",
+    "reason",
+    "request_id",
+    "username",
+)
+RETENTION_INDEX = "audit_retention"
+FORBIDDEN_KEYS = frozenset(
+    {"token", "id_token", "access_token", "refresh_token", "code", "state", "secret", "password"}
+)
+DUPLICATE_KEY = 11000
+
+
+def _is_only_duplicates(exc: BulkWriteError) -> bool:
+    errors = exc.details.get("writeErrors", [])
+    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
 
 
 class AuditLog:
     def __init__(self, collection: AsyncCollection, write_timeout: float = 2.0) -> None:
         self.collection = collection
         self.write_timeout = write_timeout
-        self.failures = 0
+        self.batch_size = 500
+        self.replay_interval = 5.0
+        self.retention_days: int | None = None
+        self.spool: Spool | None = None
+        # Counters for /metrics and tests.
+        self.write_failures = 0  # MongoDB writes that failed or timed out
+        self.dropped = 0  # events lost: no spool configured, or the spool full
+        self.replayed = 0  # events copied from the spool into MongoDB
+        self._queue: list[dict[str, Any]] = []
+        self._waiters: dict[str, asyncio.Future[bool]] = {}
+        self._inflight: list[dict[str, Any]] = []
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None  # set when nothing is queued or in flight
+        self._writer: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
+        self._spool_lock: asyncio.Lock | None = None
+        self._replay_lock: asyncio.Lock | None = None
+        self._spooling = False  # MongoDB failed: events go to the spool until it is replayed
+        self._counter = 0
+
+    def configure(self, settings: AuditSettings) -> None:
+        """Apply the ``audit:`` settings (before the first write)."""
+        self.write_timeout = settings.write_timeout_seconds
+        self.batch_size = settings.batch_size
+        self.replay_interval = settings.replay_interval_seconds
+        self.retention_days = settings.retention_days
+        if settings.spool_dir:
+            self.spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes)
+
+    # ---- state for /metrics ----------------------------------------------------------------
+
+    @property
+    def spool_depth(self) -> int:
+        """Events waiting in the local spool for MongoDB."""
+        return self.spool.depth if self.spool else 0
+
+    @property
+    def queued(self) -> int:
+        """Events handed to the writer and not yet stored anywhere."""
+        return len(self._queue) + len(self._inflight)
+
+    @property
+    def failures(self) -> int:
+        return self.write_failures
+
+    # ---- indexes ---------------------------------------------------------------------------
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("time", DESCENDING)])
-        for field in ("subject", "idp", "event", "room"):
-            await self.collection.create_index([(field, 1), ("time", DESCENDING)])
+        models = [IndexModel([("time", DESCENDING), ("_id", DESCENDING)], name="time_id")]
+        # (field, time, _id): an equality filter is answered in (time, _id) order, no sort
+        models += [
+            IndexModel(
+                [(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id"
+            )
+            for f in INDEXED_FIELDS
+        ]
+        await self.collection.create_indexes(models)
+        await self._ensure_retention()
+
+    async def _ensure_retention(self) -> None:
+        existing = await self.collection.index_information()
+        current = existing.get(RETENTION_INDEX)
+        if self.retention_days is None:
+            if current is not None:
+                await self.collection.drop_index(RETENTION_INDEX)
+            return
+        seconds = self.retention_days * 86400
+        if current is None:
+            await self.collection.create_index(
+                [("time", ASCENDING)], name=RETENTION_INDEX, expireAfterSeconds=seconds
+            )
+        elif current.get("expireAfterSeconds") != seconds:
+            try:
+                await self.collection.database.command(
+                    "collMod",
+                    self.collection.name,
+                    index={"name": RETENTION_INDEX, "expireAfterSeconds": seconds},
+                )
+            except OperationFailure:
+                await self.collection.drop_index(RETENTION_INDEX)
+                await self.collection.create_index(
+                    [("time", ASCENDING)], name=RETENTION_INDEX, expireAfterSeconds=seconds
+                )
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def new_id(self, time: datetime) -> str:
+        """Sortable, unique event id: event time (ms), a per-process counter, randomness."""
+        self._counter = (self._counter + 1) % 0x1000000
+        ms = int(time.timestamp() * 1000)
+        return f"{ms:012x}{self._counter:06x}{secrets.token_hex(7)}"
+
+    def prepare(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The stored document: id, schema version, normalised fields, no empty values."""
+        time = event.get("time") or datetime.now(UTC)
+        time = time.astimezone(UTC).replace(microsecond=time.microsecond // 1000 * 1000)
+        doc: dict[str, Any] = {"_id": event.get("_id") or self.new_id(time), "v": SCHEMA_VERSION}
+        for key, value in event.items():
+            if value is None or key in ("_id", "v"):
+                continue
+            if key in FORBIDDEN_KEYS:
+                log.error("audit: dropped field %r from event %s", key, event.get("event"))
+                continue
+            doc[key] = value
+        doc["time"] = time
+        expiry = doc.get("token_expires_at")
+        if isinstance(expiry, int | float) and not isinstance(expiry, bool):
+            doc["token_expires_at"] = datetime.fromtimestamp(expiry, UTC)  # dates, not numbers
+        for key in ("email", "room", "tenant"):
+            if isinstance(doc.get(key), str):
+                doc[key] = doc[key].strip().lower()
+        return doc
 
     async def write(self, event: dict[str, Any]) -> bool:
-        doc = {"_id": uuid.uuid4().hex, "v": SCHEMA_VERSION, **event}
+        """Store one event; True once it is in MongoDB or the spool, False after the bound."""
+        doc = self.prepare(event)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiters[doc["_id"]] = future
+        self._queue.append(doc)
+        self._start_writer()
         try:
-            await asyncio.wait_for(self.collection.insert_one(doc), self.write_timeout)
-        except (PyMongoError, TimeoutError) as exc:
-            self.failures += 1
-            log.error("audit write failed (%s) for event %s", type(exc).__name__, event["event"])
+            return await asyncio.wait_for(asyncio.shield(future), self.write_timeout * 2 + 1)
+        except TimeoutError:
+            log.error("audit write of %s not confirmed in time; still queued", doc["event"])
             return False
+
+    def _start_writer(self) -> None:
+        if self._wake is None or self._idle is None:
+            self._wake = asyncio.Event()
+            self._idle = asyncio.Event()
+            self._spool_lock = self._spool_lock or asyncio.Lock()
+        self._idle.clear()
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._run_writer())
+
+    async def _run_writer(self) -> None:
+        assert self._wake is not None and self._idle is not None
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._inflight = self._queue[: self.batch_size]
+            del self._queue[: len(self._inflight)]
+            ok = await self._persist(self._inflight)
+            for doc in self._inflight:
+                waiter = self._waiters.pop(doc["_id"], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(ok)
+            self._inflight = []
+
+    async def _insert(self, docs: list[dict[str, Any]]) -> None:
+        """insert_many that treats already-present ids as success (idempotent replay)."""
+        try:
+            await self.collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if not _is_only_duplicates(exc):
+                raise
+
+    async def _persist(self, docs: list[dict[str, Any]]) -> bool:
+        if not self._spooling or self.spool is None:
+            try:
+                await asyncio.wait_for(self._insert(docs), self.write_timeout)
+                return True
+            except (PyMongoError, TimeoutError) as exc:
+                self.write_failures += 1
+                log.error(
+                    "audit: MongoDB write of %d event(s) failed (%s); spooling",
+                    len(docs),
+                    type(exc).__name__,
+                )
+                self._spooling = self.spool is not None
+        return await self._to_spool(docs)
+
+    async def _to_spool(self, docs: list[dict[str, Any]]) -> bool:
+        if self.spool is None:
+            self.dropped += len(docs)
+            log.error("audit: no spool configured; %d event(s) lost", len(docs))
+            return False
+        assert self._spool_lock is not None
+        async with self._spool_lock:
+            try:
+                await asyncio.to_thread(self.spool.append, docs)
+            except (SpoolFull, OSError) as exc:
+                self.dropped += len(docs)
+                log.error("audit: %s", exc)
+                if self.spool.depth == 0:
+                    self._spooling = False
+                return False
+        self._start_replayer()
         return True
+
+    # ---- replay ----------------------------------------------------------------------------
+
+    def _start_replayer(self) -> None:
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(self._run_replayer())
+
+    async def _run_replayer(self) -> None:
+        while self.spool_depth > 0:
+            try:
+                await self.replay_once()
+            except (PyMongoError, TimeoutError, OSError) as exc:
+                log.warning("audit: spool replay waits for MongoDB (%s)", type(exc).__name__)
+                await asyncio.sleep(self.replay_interval)
+
+    async def replay_once(self) -> int:
+        """Copy the next batch of spooled events into MongoDB; returns how many."""
+        if self.spool is None:
+            return 0
+        if self._spool_lock is None:
+            self._spool_lock = asyncio.Lock()
+        if self._replay_lock is None:
+            self._replay_lock = asyncio.Lock()
+        async with self._replay_lock:  # one replay at a time: a batch is committed once
+            async with self._spool_lock:
+                docs, end, lines = await asyncio.to_thread(self.spool.read_batch, self.batch_size)
+            if docs:
+                await asyncio.wait_for(self._insert(docs), max(self.write_timeout, 1.0) * 5)
+            async with self._spool_lock:
+                await asyncio.to_thread(self.spool.commit, end, lines)
+                self.replayed += len(docs)
+                if self.spool.depth == 0:
+                    self._spooling = False
+                    log.info("audit: spool replayed, writing to MongoDB again")
+            return len(docs)
+
+    async def start(self) -> None:
+        """Open the spool and replay what an earlier run left in it (never raises)."""
+        if self.spool is None:
+            return
+        try:
+            await asyncio.to_thread(self.spool.open)
+        except OSError as exc:
+            log.error("audit: cannot open the spool in %s: %s", self.spool.directory, exc)
+            return
+        if self.spool.depth:
+            log.warning("audit: %d spooled event(s) to replay", self.spool.depth)
+            self._spooling = True
+            if self._spool_lock is None:
+                self._spool_lock = asyncio.Lock()
+            self._start_replayer()
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event is stored and the spool is replayed (or ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.queued and self._idle is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        while self.spool_depth and loop.time() < deadline:
+            bound = min(deadline - loop.time(), max(self.write_timeout, 0.5) * 2)
+            try:
+                await asyncio.wait_for(self.replay_once(), max(0.1, bound))
+            except (PyMongoError, TimeoutError, OSError):
+                break
+        return not self.queued and not self.spool_depth
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush, stop the tasks, and keep whatever MongoDB did not take in the spool."""
+        await self.flush(timeout)
+        for task in (self._writer, self._replayer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        leftover = self._inflight + self._queue
+        self._inflight, self._queue = [], []
+        if leftover:
+            if self._spool_lock is None:
+                self._spool_lock = asyncio.Lock()
+            await self._to_spool(leftover)
+            if self._replayer is not None and not self._replayer.done():
+                self._replayer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._replayer
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+        self._waiters.clear()
+        self._writer = self._replayer = None
+        self._wake = self._idle = None
+        self._spool_lock = self._replay_lock = None
+        if self.spool is not None:
+            self.spool.close()

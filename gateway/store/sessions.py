@@ -1,11 +1,17 @@
 """Gateway sessions: who signed in, through which IdP, until when.
 
 The session id lives only in the browser's signed cookie; the database keys sessions by its
-SHA-256, so a read of the collection does not hand out live sessions.
+SHA-256, so a read of the collection does not hand out live sessions. Each session also
+keeps the IdP's session id (``sid``) and subject (``sub``) so an OpenID Connect back-channel
+logout can find the sessions it ends, and the ID token as the ``id_token_hint`` for
+RP-initiated logout.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +23,43 @@ from gateway.errors import GatewayError
 from gateway.oidc.pkce import sha256_hex
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """A live session as logout needs it."""
+
+    identity: Identity
+    idp_sid: str | None
+    idp_sub: str | None
+    id_token: str | None
+
+
+def _token_subject(id_token: str | None) -> str | None:
+    """The ``sub`` of an ID token the callback has already verified (payload read only)."""
+    if not id_token or id_token.count(".") != 2:
+        return None
+    payload = id_token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) else None
+
+
 class SessionStore:
     def __init__(self, collection: AsyncCollection) -> None:
         self.collection = collection
+        self.errors = 0
+
+    def _unavailable(self, exc: PyMongoError) -> GatewayError:
+        self.errors += 1
+        return GatewayError("store_unavailable", f"sessions: {type(exc).__name__}")
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
         await self.collection.create_index([("identity.idp", 1), ("identity.subject", 1)])
+        await self.collection.create_index([("identity.idp", 1), ("idp_sid", 1)])
+        await self.collection.create_index([("identity.idp", 1), ("idp_sub", 1)])
 
     async def create(
         self,
@@ -40,6 +76,7 @@ class SessionStore:
             "_id": sha256_hex(session_id),
             "identity": identity.to_document(),
             "idp_sid": idp_session_id,
+            "idp_sub": _token_subject(id_token),
             "id_token": id_token,
             "created_at": created_at,
             "expires_at": expires_at,
@@ -47,21 +84,52 @@ class SessionStore:
         try:
             await self.collection.insert_one(doc)
         except PyMongoError as exc:
-            raise GatewayError("store_unavailable", f"sessions: {type(exc).__name__}") from None
+            raise self._unavailable(exc) from None
 
     async def get(self, session_id: str, now: datetime) -> Identity | None:
         """The identity of a live session, or None (unknown or expired)."""
+        record = await self.record(session_id, now)
+        return record.identity if record else None
+
+    async def record(self, session_id: str, now: datetime) -> SessionRecord | None:
+        """A live session with its IdP session id, subject and logout hint, or None."""
         try:
             doc = await self.collection.find_one(
                 {"_id": sha256_hex(session_id), "expires_at": {"$gt": now}}
             )
         except PyMongoError as exc:
-            raise GatewayError("store_unavailable", f"sessions: {type(exc).__name__}") from None
-        return Identity.from_document(doc["identity"]) if doc else None
+            raise self._unavailable(exc) from None
+        if doc is None:
+            return None
+        return SessionRecord(
+            Identity.from_document(doc["identity"]),
+            doc.get("idp_sid"),
+            doc.get("idp_sub"),
+            doc.get("id_token"),
+        )
 
     async def delete(self, session_id: str) -> bool:
         try:
             result = await self.collection.delete_one({"_id": sha256_hex(session_id)})
         except PyMongoError as exc:
-            raise GatewayError("store_unavailable", f"sessions: {type(exc).__name__}") from None
+            raise self._unavailable(exc) from None
         return result.deleted_count == 1
+
+    async def end_at_idp(self, idp: str, *, sid: str | None, sub: str | None) -> int:
+        """Delete the sessions a back-channel logout names; returns how many ended.
+
+        With ``sid``: that IdP session (and, when ``sub`` is given too, only if it matches).
+        With only ``sub``: every session of that person at this IdP.
+        """
+        if sid is None and sub is None:
+            raise ValueError("a logout needs sid or sub")
+        query: dict[str, Any] = {"identity.idp": idp}
+        if sid is not None:
+            query["idp_sid"] = sid
+        if sub is not None:
+            query["idp_sub"] = sub
+        try:
+            result = await self.collection.delete_many(query)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+        return result.deleted_count

@@ -11,6 +11,12 @@
 //        "claims": {"name": "Alice Example", "email": "alice@example.org", ...}}
 //     ],
 //     "claims": {"openid": ["sub"], "profile": [...], ...}   // optional, replaces the default
+//     "ttl": {"IdToken": 120},        // optional lifetimes in seconds
+//     "issuer_path": "/<tid>/v2.0",   // optional: issuer http://HOST:PORT<issuer_path>, the
+//                                     // provider mounted under that path (Entra's shape)
+//     "discovery_issuer": "{origin}/{tenantid}/v2.0"  // optional: the issuer the discovery
+//                                     // document claims ({origin} = http://HOST:PORT), e.g.
+//                                     // Entra's multi-tenant template
 //   }
 //
 // Once listening, prints exactly one line to stdout: {"issuer": "http://HOST:PORT"}.
@@ -42,6 +48,8 @@
 // - Test control endpoints (handled before the provider):
 //     GET  /__test/health              -> {"ok": true}
 //     POST /__test/rotate              -> new RS256 signing key; {"kid": NEW, "kids": [NEW, ...OLD]}
+//     POST /__test/sign {"claims": {...}, "header": {...}} -> {"token": JWS signed RS256 with
+//                                         the current key (typ logout+jwt unless overridden)
 //     POST /__test/tamper {"mode": M}  -> corrupt the id_token of the NEXT token response;
 //                                         M in signature | payload | alg_none | drop
 
@@ -85,6 +93,8 @@ const port = config.port ?? 0;
 const claimsConfig = config.claims ?? DEFAULT_CLAIMS;
 // Optional lifetimes in seconds, e.g. {"IdToken": 120}; unset ones keep oidc-provider's.
 const ttlConfig = config.ttl ?? {};
+const issuerPath = (config.issuer_path ?? '').replace(/\/+$/, '');
+const discoveryIssuer = config.discovery_issuer ?? null;
 const accounts = new Map();
 for (const account of config.accounts ?? []) {
   if (!account.sub || !account.username) fail('every account needs sub and username');
@@ -388,6 +398,14 @@ function makeProvider(issuer) {
     },
   });
   provider.use(tamperMiddleware);
+  if (discoveryIssuer) {
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.oidc?.route === 'discovery' && ctx.body) {
+        ctx.body.issuer = discoveryIssuer.replace('{origin}', new URL(issuer).origin);
+      }
+    });
+  }
   provider.on('server_error', (ctx, err) => {
     process.stderr.write(`test-op server_error on ${ctx.method} ${ctx.path}: ${err.stack ?? err}\n`);
   });
@@ -440,6 +458,17 @@ function sendHtml(res, status, html) {
 let provider;
 let providerCallback;
 
+// Test-only: sign arbitrary claims (and header overrides) with the OP's current RS256 key,
+// so tests can build logout tokens with wrong claims that still carry a valid signature.
+function signWithCurrentKey(claims, headerOverrides) {
+  const key = signingKeys[0];
+  const header = { alg: 'RS256', typ: 'logout+jwt', kid: key.kid, ...headerOverrides };
+  const input = `${b64urlJson(header)}.${b64urlJson(claims)}`;
+  const privateKey = crypto.createPrivateKey({ key, format: 'jwk' });
+  const signature = crypto.sign('RSA-SHA256', Buffer.from(input), privateKey).toString('base64url');
+  return `${input}.${signature}`;
+}
+
 async function handleTest(req, res, path) {
   if (path === '/__test/health' && req.method === 'GET') {
     return sendJson(res, 200, { ok: true });
@@ -451,6 +480,18 @@ async function handleTest(req, res, path) {
     providerCallback = provider.callback();
     const kids = signingKeys.map((key) => key.kid);
     return sendJson(res, 200, { kid: kids[0], kids });
+  }
+  if (path === '/__test/sign' && req.method === 'POST') {
+    let body;
+    try {
+      body = JSON.parse(await readBody(req) || '{}');
+    } catch {
+      return sendJson(res, 400, { error: 'body must be JSON' });
+    }
+    if (typeof body.claims !== 'object' || body.claims === null) {
+      return sendJson(res, 400, { error: 'claims must be a JSON object' });
+    }
+    return sendJson(res, 200, { token: signWithCurrentKey(body.claims, body.header ?? {}) });
   }
   if (path === '/__test/tamper' && req.method === 'POST') {
     let mode;
@@ -531,6 +572,13 @@ async function handle(req, res) {
   if (path.startsWith('/__test/')) return handleTest(req, res, path);
   const match = INTERACTION_RE.exec(path);
   if (match) return handleInteraction(req, res, match[1], match[2]);
+  if (issuerPath) {
+    if (path !== issuerPath && !path.startsWith(`${issuerPath}/`)) {
+      return sendJson(res, 404, { error: 'not_found' });
+    }
+    req.originalUrl = req.url;
+    req.url = req.url.slice(issuerPath.length) || '/';
+  }
   return providerCallback(req, res);
 }
 
@@ -550,7 +598,7 @@ server.on('error', (err) => fail(`listen failed: ${err.message}`));
 server.listen(port, host, () => {
   const address = server.address();
   const hostPart = host.includes(':') ? `[${host}]` : host;
-  const issuer = `http://${hostPart}:${address.port}`;
+  const issuer = `http://${hostPart}:${address.port}${issuerPath}`;
   try {
     provider = makeProvider(issuer);
     providerCallback = provider.callback();

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 from tornado.httpserver import HTTPServer
@@ -78,8 +80,26 @@ def token_from(location: str) -> str:
     return parse_qs(urlsplit(location).query)["jwt"][0]
 
 
+def with_query(url: str, **changes: str | None) -> str:
+    """``url`` with query parameters set (or removed, for None): forged callbacks."""
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    for key, value in changes.items():
+        if value is None:
+            query.pop(key, None)
+        else:
+            query[key] = value
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def settings_for(
-    url: str, op: TestOP, client: dict[str, Any], db: str, mongo_uri: str, **overrides: Any
+    url: str,
+    op: TestOP,
+    client: dict[str, Any],
+    db: str,
+    mongo_uri: str,
+    more_idps: Sequence[dict[str, Any]] = (),
+    **overrides: Any,
 ) -> Settings:
     idp: dict[str, Any] = {
         "id": "testop",
@@ -105,7 +125,7 @@ def settings_for(
             "domain": "meet.test",
             "app_secret": APP_SECRET,
         },
-        "idps": [idp],
+        "idps": [idp, *more_idps],
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -113,6 +133,15 @@ def settings_for(
         else:
             data[key] = value
     return settings_from_dict(data)
+
+
+def logout_client_metadata(url: str) -> dict[str, Any]:
+    """Client registration for RP-initiated and back-channel logout at the gateway ``url``."""
+    return {
+        "post_logout_redirect_uris": [f"{url}/oidc/logged-out"],
+        "backchannel_logout_uri": f"{url}/oidc/backchannel-logout",
+        "backchannel_logout_session_required": True,
+    }
 
 
 @asynccontextmanager
@@ -124,8 +153,12 @@ async def start_gateway(
     client_secret: str | None = None,
     clock: MovableClock | None = None,
     store_uri: str | None = None,
+    logout_client: bool = False,
+    more_idps: Sequence[tuple[TestOP, dict[str, Any]]] = (),
     **overrides: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
+    """A gateway for ``op`` (IdP id ``testop``, ``idp=`` overrides its entry) plus one IdP per
+    ``more_idps`` entry (each needs an ``id``; a client is registered at its OP)."""
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     port = sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
@@ -133,11 +166,30 @@ async def start_gateway(
         [f"{url}/oidc/redirect"],
         token_endpoint_auth_method=auth_method,
         client_secret=client_secret,
+        **(logout_client_metadata(url) if logout_client else {}),
     )
     db = f"jog_test_{secrets.token_hex(6)}"
-    settings = settings_for(url, op, client, db, mongo_uri, **overrides)
+    extra_idps = []
+    for other_op, idp_overrides in more_idps:
+        registered = await other_op.register_client([f"{url}/oidc/redirect"])
+        extra_idps.append(
+            {
+                "adapter": "generic",
+                "issuer": other_op.issuer,
+                "client_id": registered["client_id"],
+                "client_secret": registered["client_secret"],
+                "scopes": ["openid", "profile", "email", "groups", "roles"],
+                **idp_overrides,
+            }
+        )
+    # Each gateway spools audit events in its own directory (never the working directory).
+    spool_dir = tempfile.mkdtemp(prefix="jog-spool-")
+    overrides["audit"] = {"spool_dir": spool_dir, **overrides.get("audit", {})}
+    settings = settings_for(url, op, client, db, mongo_uri, more_idps=extra_idps, **overrides)
     clock = clock or MovableClock()
-    store = Store.connect(store_uri or mongo_uri, db, settings.mongodb.timeout_seconds)
+    # settings.mongodb.database is db unless the test shares one database between gateways.
+    database = settings.mongodb.database
+    store = Store.connect(store_uri or mongo_uri, database, settings.mongodb.timeout_seconds)
     gateway = build_gateway(settings, store, clock=clock)
     await warm_up(gateway)
     server = HTTPServer(make_app(gateway))
@@ -147,6 +199,8 @@ async def start_gateway(
     finally:
         server.stop()
         await server.close_all_connections()
+        await store.audit.close(timeout=5)  # flush before the database goes
         if store_uri is None:
             await store.client.drop_database(db)
         await store.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)

@@ -59,6 +59,8 @@ class TestOP:
         claims: dict[str, list[str]] | None = None,
         host: str = "127.0.0.1",
         ttl: dict[str, int] | None = None,
+        issuer_path: str | None = None,
+        discovery_issuer: str | None = None,
     ) -> TestOP:
         """Spawn the OP on a free port and wait (up to 30 s) for its issuer line."""
         if not NODE.exists():
@@ -69,6 +71,10 @@ class TestOP:
             config["claims"] = claims
         if ttl is not None:
             config["ttl"] = ttl
+        if issuer_path is not None:
+            config["issuer_path"] = issuer_path
+        if discovery_issuer is not None:
+            config["discovery_issuer"] = discovery_issuer
         config_path = workdir / "config.json"
         config_path.write_text(json.dumps(config), encoding="utf-8")
         stderr_path = workdir / "stderr.log"
@@ -184,6 +190,15 @@ class TestOP:
             response = await client.post(f"{self.issuer}/__test/rotate")
             response.raise_for_status()
             return response.json()["kid"]
+
+    async def sign(self, claims: dict[str, Any], **header: Any) -> str:
+        """A JWS over ``claims`` signed with the OP's current key (header overrides allowed)."""
+        async with self._client() as client:
+            response = await client.post(
+                f"{self.issuer}/__test/sign", json={"claims": claims, "header": header}
+            )
+            response.raise_for_status()
+            return response.json()["token"]
 
     async def tamper_next_id_token(self, mode: str) -> None:
         """Corrupt the next token response's id_token: signature|payload|alg_none|drop."""

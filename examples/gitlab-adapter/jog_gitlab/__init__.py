@@ -1,0 +1,59 @@
+"""GitLab (gitlab.com or self-managed) as an identity provider for jitsi-oidc-gateway.
+
+GitLab's ID token carries ``nickname`` (the username), ``name``, ``email``,
+``email_verified``, ``picture`` and ``groups_direct``: the full paths of the groups the
+person is a direct member of (``acme/devs``). GitLab has no roles. Configure the IdP with
+``issuer: https://gitlab.com`` (or your instance), scopes ``openid profile email``, and
+``adapter: gitlab``.
+
+Options (``idps[].options``): ``allowed_groups`` refuses anyone outside those group paths
+(or their subgroups) at sign-in, before the gateway's policy even runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.base import AccessDenied, Adapter, AdapterError, Claims, Identity, string_list
+
+
+class GitLabOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_groups: tuple[str, ...] = Field((), description="group paths allowed to sign in")
+
+
+class GitLabAdapter(Adapter):
+    """GitLab: username from nickname, groups from groups_direct."""
+
+    Options = GitLabOptions
+    description = "GitLab (example plugin: groups_direct as groups)"
+    options: GitLabOptions
+
+    def authorization_params(self, login_hint: str | None) -> Mapping[str, str]:
+        return {}  # GitLab ignores login_hint; nothing to add
+
+    def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
+        merged = {**(userinfo or {}), **claims}
+        sub = merged.get("sub")
+        nickname = merged.get("nickname")
+        if not isinstance(sub, str) or not isinstance(nickname, str):
+            raise AdapterError("claims_invalid", "GitLab token lacks sub or nickname")
+        groups = string_list(merged.get("groups_direct"))
+        allowed = self.options.allowed_groups
+        if allowed and not any(g == a or g.startswith(a + "/") for g in groups for a in allowed):
+            raise AccessDenied("group_not_allowed", "not a member of an allowed GitLab group")
+        email = merged.get("email") if isinstance(merged.get("email"), str) else None
+        return Identity(
+            idp=self.idp_id,
+            issuer=str(claims["iss"]),
+            subject=sub,
+            username=nickname,
+            name=str(merged.get("name") or nickname),
+            email=email,
+            email_verified=merged.get("email_verified") is True,
+            groups=self.namespaced(groups),
+            picture=merged.get("picture") if isinstance(merged.get("picture"), str) else None,
+        )

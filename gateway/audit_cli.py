@@ -1,0 +1,262 @@
+"""``jitsi-oidc-gateway audit ...``: the audit log from a shell.
+
+The same filters as ``/admin/audit`` (validated by the same code), read straight from MongoDB
+with the URI in the settings file (``-c``) or ``--mongodb-uri``. ``tail --follow`` polls by
+``(time, _id)`` with a short look-back window, because a change stream is not available on
+every MongoDB-compatible server and events replayed from a spool arrive late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import secrets
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+from gateway.store import Store
+from gateway.store import audit_query as aq
+
+TABLE = (
+    ("time", 24),
+    ("event", 16),
+    ("outcome", 7),
+    ("idp", 10),
+    ("user", 24),
+    ("room", 16),
+    ("client_ip", 15),
+    ("reason", 20),
+)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``audit`` and its sub-commands on the main parser."""
+    audit = sub.add_parser("audit", help="query, export and follow the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    def common(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
+        p = audit_sub.add_parser(name, help=help_text)
+        p.add_argument("-c", "--config", help="settings file (default: ./settings.yaml)")
+        p.add_argument("--mongodb-uri", help="overrides mongodb.uri from the settings")
+        p.add_argument("--database", help="overrides mongodb.database from the settings")
+        p.add_argument(
+            "--timeout", type=float, default=600, help="seconds the command (a tail poll) may take"
+        )
+        p.add_argument("--since", help="ISO 8601 time or a duration back from now (24h, 7d)")
+        p.add_argument("--until", help="ISO 8601 time or a duration back from now")
+        for name_ in aq.LIST_FIELDS:
+            p.add_argument(f"--{name_}", help="one value or several, comma-separated")
+        for name_ in aq.EXACT_FIELDS:
+            p.add_argument(f"--{name_.replace('_', '-')}", dest=name_)
+        p.set_defaults(func=func)
+        return p
+
+    p = common("query", "one page of events, newest first", cmd_query)
+    p.add_argument("--limit", default="50")
+    p.add_argument("--order", choices=("asc", "desc"), default="desc")
+    p.add_argument("--cursor", help="next_cursor of the previous page")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p = common("stats", "counts per day/hour, IdP, outcome; top reasons and rooms", cmd_stats)
+    p.add_argument("--bucket", choices=tuple(aq.BUCKETS), default="day")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = common("export", "every matching event, oldest first (constant memory)", cmd_export)
+    p.add_argument("--order", choices=("asc", "desc"), default="asc")
+    p.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p = common("tail", "the latest events; --follow prints new ones as they come", cmd_tail)
+    p.add_argument("-n", "--lines", type=int, default=20)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p = audit_sub.add_parser("new-token", help="a random admin token and its SHA-256 for settings")
+    p.add_argument("--name", default="ops", help="the token's name in admin.tokens")
+    p.set_defaults(func=cmd_new_token)
+
+
+# ---- plumbing ------------------------------------------------------------------------------
+
+
+def _connect(args: argparse.Namespace) -> Store:
+    from gateway.cli import _load, _settings_path
+    from gateway.config import ConfigError, Mongo
+
+    path = _settings_path(args)
+    mongo = _load(path).mongodb if path else Mongo()
+    uri = args.mongodb_uri or mongo.uri
+    if not uri:
+        raise ConfigError(["mongodb.uri: empty; the CLI needs the running store's URI"])
+    return Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, str | None]:
+    names = ("since", "until", *aq.LIST_FIELDS, *aq.EXACT_FIELDS)
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _run(args: argparse.Namespace, body: Callable[[Store], Any], *, bounded: bool = True) -> int:
+    async def main() -> int:
+        store = _connect(args)
+        try:
+            # one deadline for the whole command, not mongodb.timeout_seconds per socket read
+            with pymongo.timeout(args.timeout if bounded else None):
+                await body(store)
+        finally:
+            await store.close()
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except aq.FilterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PyMongoError as exc:
+        print(f"error: MongoDB: {type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _table_header(out: TextIO) -> None:
+    out.write("  ".join(name.upper().ljust(width) for name, width in TABLE).rstrip() + "\n")
+
+
+def _table_row(doc: dict[str, Any], out: TextIO) -> None:
+    plain = aq.to_json(doc)
+    plain["user"] = plain.get("username") or plain.get("subject") or plain.get("admin") or ""
+    cells = []
+    for name, width in TABLE:
+        text = str(plain.get(name) or "")
+        cells.append(text[: width - 1] + "~" if len(text) > width else text.ljust(width))
+    out.write("  ".join(cells).rstrip() + "\n")
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    params = _filters(args) | {"limit": args.limit, "order": args.order, "cursor": args.cursor}
+
+    async def body(store: Store) -> None:
+        q = aq.parse_query(params, now=_now(), max_limit=10000)
+        docs, cursor = await aq.page(store.audit.collection, q)
+        out = sys.stdout
+        if args.format == "json":
+            body = {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor}
+            out.write(json.dumps(body, indent=2) + "\n")
+        elif args.format == "csv":
+            out.write(aq.csv_header() + aq.csv_rows(docs))
+        else:
+            _table_header(out)
+            for doc in docs:
+                _table_row(doc, out)
+            if cursor:
+                print(f"-- more: --cursor {cursor}", file=sys.stderr)
+
+    return _run(args, body)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    async def body(store: Store) -> None:
+        if not 1 <= args.top <= 100:
+            raise aq.FilterError("top", "must be between 1 and 100")
+        q = aq.parse_query(_filters(args), now=_now())
+        result = await aq.stats(store.audit.collection, q, args.bucket, args.top)
+        if args.format == "json":
+            print(json.dumps(result, indent=2))
+            return
+        print(f"events: {result['total']}   distinct users: {result['distinct_users']}")
+        for title, key in (("outcome", "per_outcome"), ("idp", "per_idp"), ("event", "per_event")):
+            print(f"\nper {title}:")
+            for name, count in sorted(result[key].items(), key=lambda kv: -kv[1]):
+                print(f"  {name:<28} {count:>10}")
+        print("\ntop failure reasons:")
+        for row in result["top_failure_reasons"]:
+            print(f"  {row['reason']:<28} {row['count']:>10}")
+        print("\ntop rooms:")
+        for row in result["top_rooms"]:
+            print(f"  {row['room']:<28} {row['count']:>10}")
+        print(f"\nper {args.bucket}:")
+        for row in result["per_bucket"]:
+            print(f"  {row['time']:<28} {row['count']:>10}")
+
+    return _run(args, body)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    def run_to(out: TextIO) -> int:
+        async def body(store: Store) -> None:
+            q = aq.parse_query(_filters(args) | {"order": args.order}, now=_now())
+            if args.format == "csv":
+                out.write(aq.csv_header())
+            async for chunk in aq.stream(store.audit.collection, q):
+                ndjson = args.format == "ndjson"
+                out.write(aq.ndjson_lines(chunk) if ndjson else aq.csv_rows(chunk))
+            out.flush()
+
+        return _run(args, body)
+
+    if not args.output:
+        return run_to(sys.stdout)
+    with open(args.output, "w", encoding="utf-8") as out:
+        return run_to(out)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    lookback = timedelta(seconds=max(5.0, args.interval * 5))
+
+    def show(doc: dict[str, Any]) -> None:
+        if args.format == "json":
+            sys.stdout.write(json.dumps(aq.to_json(doc), separators=(",", ":")) + "\n")
+        else:
+            _table_row(doc, sys.stdout)
+        sys.stdout.flush()
+
+    async def body(store: Store) -> None:
+        filters = _filters(args)
+        q = aq.parse_query(filters | {"limit": str(args.lines)}, now=_now(), max_limit=10000)
+        with pymongo.timeout(args.timeout):
+            docs, _ = await aq.page(store.audit.collection, q)
+        if args.format == "table":
+            _table_header(sys.stdout)
+        for doc in reversed(docs):
+            show(doc)
+        seen = {d["_id"]: d["time"] for d in docs}
+        newest = docs[0]["time"] if docs else _now()
+        while args.follow:
+            await asyncio.sleep(args.interval)
+            since = aq.iso(newest - lookback)
+            poll = aq.parse_query(filters | {"since": since, "order": "asc"}, now=_now())
+            with pymongo.timeout(args.timeout):
+                async for chunk in aq.stream(store.audit.collection, poll, 500):
+                    for doc in chunk:
+                        if doc["_id"] in seen:
+                            continue
+                        seen[doc["_id"]] = doc["time"]
+                        newest = max(newest, doc["time"])
+                        show(doc)
+            horizon = newest - lookback
+            seen = {k: t for k, t in seen.items() if t >= horizon}
+
+    try:
+        return _run(args, body, bounded=not args.follow)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_new_token(args: argparse.Namespace) -> int:
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    print(f"token (give to the operator, store nowhere else): {token}")
+    print("settings.yaml:")
+    print(f"admin:\n  tokens:\n    - name: {args.name}\n      sha256: {digest}")
+    return 0

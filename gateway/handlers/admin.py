@@ -1,0 +1,187 @@
+"""``/admin/audit`` and ``/admin/audit/stats``: the audit log over HTTP, for operators.
+
+Bearer tokens are configured only as SHA-256 hex digests; the presented token's digest is
+compared with every configured one in constant time. Every request, refused or not, is
+itself audited (``admin_query``) with the filters used, never the token. Answers are JSON;
+``format=ndjson`` or ``format=csv`` streams the whole matching range chunk by chunk (each
+chunk flushed to the socket before the next is read), so memory does not grow with the range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+import pymongo
+from pymongo.errors import PyMongoError
+from tornado.iostream import StreamClosedError
+
+from gateway.handlers.base import GatewayHandler
+from gateway.store import audit_query as aq
+
+log = logging.getLogger("gateway.admin")
+
+FORMATS = ("json", "ndjson", "csv")
+CONTENT_TYPES = {
+    "ndjson": "application/x-ndjson; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+}
+EXPORT_CHUNK = 1000
+
+
+class AdminUnauthorized(Exception):
+    pass
+
+
+class AdminHandler(GatewayHandler):
+    """Authentication, JSON errors and the ``admin_query`` audit event."""
+
+    admin: str | None = None
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+
+    def authenticate(self) -> str:
+        """The configured name of the presented token; raises AdminUnauthorized."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AdminUnauthorized("missing bearer token")
+        digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        found: str | None = None
+        for configured in self.gateway.settings.admin.tokens:  # no early exit: constant time
+            if hmac.compare_digest(digest, configured.sha256):
+                found = configured.name
+        if found is None:
+            raise AdminUnauthorized("invalid token")
+        return found
+
+    def query_params(self) -> dict[str, str | None]:
+        params: dict[str, str | None] = {}
+        for name, values in self.request.query_arguments.items():
+            if len(values) != 1:
+                raise aq.FilterError(name, "given more than once")
+            try:
+                params[name] = values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise aq.FilterError(name, "not UTF-8") from None
+        return params
+
+    async def audit_admin(self, outcome: str, **fields: Any) -> None:
+        path = self.request.path
+        await self.audit("admin_query", outcome, admin=self.admin, path=path, **fields)
+
+    async def get(self) -> None:
+        try:
+            self.admin = self.authenticate()
+        except AdminUnauthorized as exc:
+            log.warning("admin request refused: %s [request %s]", exc, self.request_id)
+            await self.audit_admin("failure", reason="admin_unauthorized", detail=str(exc))
+            error = ', error="invalid_token"' if str(exc) == "invalid token" else ""
+            self.set_header("WWW-Authenticate", f'Bearer realm="jitsi-oidc-gateway"{error}')
+            self.send_json(401, {"error": "unauthorized", "message": str(exc)})
+            return
+        try:
+            params = self.query_params()
+            wants_export = params.get("format") in ("ndjson", "csv")
+            admin = self.gateway.settings.admin
+            # one deadline per request instead of mongodb.timeout_seconds per socket read
+            bound = admin.export_timeout_seconds if wants_export else admin.query_timeout_seconds
+            with pymongo.timeout(bound):
+                await self.answer(params)
+        except PyMongoError as exc:
+            log.error("admin query failed: %s [request %s]", type(exc).__name__, self.request_id)
+            await self.audit_admin("failure", reason="store_unavailable", query=self.safe_query())
+            if not self._headers_written:
+                self.send_json(503, {"error": "store_unavailable", "message": "MongoDB failed"})
+            else:  # mid-export: cut the connection so the client sees a truncated body
+                self.request.connection.detach().close()  # type: ignore[union-attr]
+                self._finished = True
+        except aq.FilterError as exc:
+            await self.audit_admin(
+                "failure", reason="bad_request", detail=str(exc), query=self.safe_query()
+            )
+            self.send_json(
+                400,
+                {"error": "invalid_parameter", "parameter": exc.parameter, "message": exc.message},
+            )
+
+    def safe_query(self) -> dict[str, str]:
+        """The request's parameters for the audit event, cut short; tokens never come here."""
+        return {
+            k[:64]: v[0].decode("utf-8", "replace")[:256]
+            for k, v in list(self.request.query_arguments.items())[:32]
+        }
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish({"error": "internal", "message": "unexpected error", "id": self.request_id})
+
+    def send_json(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.finish(body)
+
+    async def answer(self, params: dict[str, str | None]) -> None:
+        raise NotImplementedError
+
+
+class AuditQueryHandler(AdminHandler):
+    async def answer(self, params: dict[str, str | None]) -> None:
+        fmt = params.pop("format", None) or "json"
+        if fmt not in FORMATS:
+            raise aq.FilterError("format", f"must be one of {', '.join(FORMATS)}")
+        collection = self.gateway.store.audit.collection
+        now = self.gateway.now()
+        if fmt == "json":
+            q = aq.parse_query(params, now=now, max_limit=self.gateway.settings.admin.max_page_size)
+            docs, cursor = await aq.page(collection, q)
+            await self.audit_admin("success", query=self.safe_query(), count=len(docs))
+            self.send_json(200, {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor})
+            return
+        if "limit" in params or "cursor" in params:
+            raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
+        q = aq.parse_query(params, now=now, default_order="asc")
+        await self.export(q, fmt)
+
+    async def export(self, q: aq.AuditQuery, fmt: str) -> None:
+        self.set_header("Content-Type", CONTENT_TYPES[fmt])
+        self.set_header("Content-Disposition", f'attachment; filename="audit.{fmt}"')
+        count = 0
+        complete = False
+        try:
+            if fmt == "csv":
+                self.write(aq.csv_header())
+            async for chunk in aq.stream(self.gateway.store.audit.collection, q, EXPORT_CHUNK):
+                self.write(aq.ndjson_lines(chunk) if fmt == "ndjson" else aq.csv_rows(chunk))
+                count += len(chunk)
+                await self.flush()  # waits for the socket: memory stays one chunk
+            complete = True
+        except StreamClosedError:
+            log.info("admin export closed by the client after %d events", count)
+        await self.audit_admin(
+            "success" if complete else "failure",
+            query=self.safe_query(),
+            count=count,
+            format=fmt,
+        )
+        if complete:
+            self.finish()
+
+
+class AuditStatsHandler(AdminHandler):
+    async def answer(self, params: dict[str, str | None]) -> None:
+        bucket = params.pop("bucket", None) or "day"
+        if bucket not in aq.BUCKETS:
+            raise aq.FilterError("bucket", f"must be one of {', '.join(aq.BUCKETS)}")
+        top_raw = params.pop("top", None) or "10"
+        if not top_raw.isdigit() or not 1 <= int(top_raw) <= 100:
+            raise aq.FilterError("top", "must be a number between 1 and 100")
+        q = aq.parse_query(params, now=self.gateway.now())
+        for name in aq.PAGE_PARAMS:
+            if name in params:
+                raise aq.FilterError(name, "stats take filters only")
+        result = await aq.stats(self.gateway.store.audit.collection, q, bucket, int(top_raw))
+        await self.audit_admin("success", query=self.safe_query())
+        self.send_json(200, result)

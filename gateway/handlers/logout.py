@@ -1,0 +1,261 @@
+"""Logout: ``/oidc/logout`` (the person), ``/oidc/backchannel-logout`` (the IdP's server).
+
+``GET /oidc/logout`` only shows a confirmation form; ``POST`` ends the session. A cross-site
+page cannot sign someone out: the POST must carry a token derived from the session id with
+the cookie secret, and a browser-sent ``Origin`` (or ``Sec-Fetch-Site``) must be ours. After
+the gateway session is gone the browser may continue to the IdP's ``end_session_endpoint``
+with ``id_token_hint`` (OpenID Connect RP-Initiated Logout 1.0).
+
+The back-channel endpoint accepts a logout token (OpenID Connect Back-Channel Logout 1.0),
+validates it fully and deletes the sessions it names; it answers 200, or 400 with a JSON
+error, always with ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from adapters.base import IssuerResolver
+from gateway.errors import GatewayError
+from gateway.handlers.base import GatewayHandler
+from gateway.idps import ConfiguredIdP
+from gateway.oidc.logout_token import LogoutTokenError, LogoutTokenVerifier, unverified_issuer
+from gateway.oidc.pkce import sha256_hex
+from gateway.oidc.verify import VerifierConfig
+from gateway.store.sessions import SessionRecord
+
+log = logging.getLogger("gateway.handlers")
+
+MAX_LOGOUT_TOKEN = 16 * 1024
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+class LogoutHandler(GatewayHandler):
+    def csrf_token(self, session_id: str) -> str:
+        """Bound to the session: a page that cannot read the cookie cannot compute it."""
+        key = self.gateway.settings.cookies.secret.get_secret_value().encode()
+        return hmac.new(key, b"logout\0" + session_id.encode(), hashlib.sha256).hexdigest()
+
+    async def get(self) -> None:
+        try:
+            sid = self.session_id()
+            record = (
+                await self.gateway.store.sessions.record(sid, self.gateway.now()) if sid else None
+            )
+        except GatewayError as exc:
+            await self.refuse(exc, event="logout")
+            return
+        if sid is None or record is None:
+            self.render_logged_out()
+            return
+        self.render(
+            "logout.html",
+            name=record.identity.name,
+            csrf=self.csrf_token(sid),
+            idp_logout=self.gateway.settings.logout.idp_logout,
+        )
+
+    async def post(self) -> None:
+        cross_site = self.cross_site()
+        if cross_site:
+            await self.deny("cross_site_request", cross_site)
+            return
+        sid = self.session_id()
+        if sid is None:
+            self.render_logged_out()
+            return
+        sent = self.get_body_argument("csrf", "")
+        if not hmac.compare_digest(sent.encode(), self.csrf_token(sid).encode()):
+            await self.deny("csrf_token_invalid", "logout form token missing or wrong")
+            return
+        try:
+            record = await self.gateway.store.sessions.record(sid, self.gateway.now())
+            await self.gateway.store.sessions.delete(sid)
+        except GatewayError as exc:
+            await self.refuse(exc, event="logout")
+            return
+        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
+        identity = record.identity if record else None
+        next_url = await self.idp_logout_url(record)
+        await self.audit(
+            "logout",
+            "success",
+            identity=identity,
+            session_id=sid,
+            idp_logout=next_url is not None,
+        )
+        self.redirect(next_url or "/oidc/logged-out", status=303)
+
+    def cross_site(self) -> str | None:
+        """Why this POST looks cross-site, or None. Browsers send Origin on every POST."""
+        ours = origin_of(self.gateway.settings.public_url)
+        origin = self.request.headers.get("Origin")
+        if origin is not None and origin.lower() != ours:
+            return "Origin is not the gateway's"
+        fetch_site = self.request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+            return f"Sec-Fetch-Site is {fetch_site[:32]}"
+        return None
+
+    async def deny(self, reason: str, detail: str) -> None:
+        log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
+        await self.audit("logout", "failure", reason=reason, detail=detail)
+        self.set_status(403)
+        self.render(
+            "error.html",
+            title="Sign-out was not confirmed",
+            message="Please use the sign-out button on this site.",
+            retry_url="/oidc/logout",
+            request_id=self.request_id,
+        )
+
+    async def idp_logout_url(self, record: SessionRecord | None) -> str | None:
+        """The IdP's end_session_endpoint with id_token_hint, when configured and offered."""
+        settings = self.gateway.settings
+        if not settings.logout.idp_logout or record is None or not record.id_token:
+            return None
+        idp = self.gateway.idps.get(record.identity.idp)
+        if idp is None:
+            return None
+        try:
+            meta = await idp.rp.metadata()
+        except GatewayError as exc:
+            log.warning("no IdP logout for %s: %s", idp.id, exc.detail)
+            return None
+        if not meta.end_session_endpoint:
+            return None
+        params = {
+            "id_token_hint": record.id_token,
+            "post_logout_redirect_uri": f"{settings.public_url}/oidc/logged-out",
+            "client_id": idp.config.client_id,
+        }
+        parts = urlsplit(meta.end_session_endpoint)
+        query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+    def render_logged_out(self) -> None:
+        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
+        self.render("logged_out.html", jitsi_url=self.gateway.settings.jitsi.base_url + "/")
+
+
+class LoggedOutHandler(GatewayHandler):
+    """Where the IdP sends the browser back (register it as post_logout_redirect_uri)."""
+
+    def get(self) -> None:
+        self.render("logged_out.html", jitsi_url=self.gateway.settings.jitsi.base_url + "/")
+
+
+class BackchannelLogoutHandler(GatewayHandler):
+    """Called by the IdP's server, not a browser: no cookies, no pages, JSON errors."""
+
+    async def post(self) -> None:
+        if not self.gateway.settings.logout.backchannel:
+            self.fail(404, "not_found", "back-channel logout is disabled")
+            return
+        values = self.request.body_arguments.get("logout_token", [])
+        if len(values) != 1 or not values[0] or len(values[0]) > MAX_LOGOUT_TOKEN:
+            await self.reject(None, "format", "logout_token missing, repeated or too long")
+            return
+        try:
+            token = values[0].decode("ascii")
+        except UnicodeDecodeError:
+            await self.reject(None, "format", "logout_token is not ASCII")
+            return
+        idp = self.idp_for(token)
+        if idp is None:
+            await self.reject(None, "iss", "no configured IdP has this issuer")
+            return
+        try:
+            claims = await self.verifier(idp).verify_logout(
+                token, self.gateway.settings.logout.logout_token_max_age_seconds
+            )
+        except LogoutTokenError as exc:
+            await self.reject(idp, exc.check, exc.detail)
+            return
+        except GatewayError as exc:  # the IdP's metadata cannot be loaded
+            await self.reject(idp, "idp", exc.detail)
+            return
+        sid, sub = claims.get("sid"), claims.get("sub")
+        try:
+            ended = await self.gateway.store.sessions.end_at_idp(idp.id, sid=sid, sub=sub)
+        except GatewayError:
+            self.fail(503, "temporarily_unavailable", "sessions cannot be reached")
+            return
+        await self.audit(
+            "backchannel_logout",
+            "success",
+            idp=idp.id,
+            subject=sub,
+            idp_sid_hash=sha256_hex(sid)[:32] if sid else None,
+            sessions_ended=ended,
+        )
+        self.set_status(200)
+        self.finish()
+
+    def idp_for(self, token: str) -> ConfiguredIdP | None:
+        """The configured IdP whose issuer the token names (before any key is fetched)."""
+        iss = unverified_issuer(token)
+        if iss is None:
+            return None
+        for idp in self.gateway.idps.values():
+            if iss == idp.config.issuer:
+                return idp
+        for idp in self.gateway.idps.values():
+            if isinstance(idp.adapter, IssuerResolver) and "{" in idp.config.issuer:
+                return idp
+        return None
+
+    def verifier(self, idp: ConfiguredIdP) -> _LazyVerifier:
+        return _LazyVerifier(self, idp)
+
+    async def reject(self, idp: ConfiguredIdP | None, check: str, detail: str) -> None:
+        log.info("back-channel logout refused: %s: %s", check, detail)
+        await self.audit(
+            "backchannel_logout",
+            "failure",
+            idp=idp.id if idp else None,
+            reason="logout_token_invalid",
+            detail=f"{check}: {detail}",
+        )
+        self.fail(400, "invalid_request", f"logout token rejected ({check})")
+
+    def fail(self, status: int, error: str, description: str) -> None:
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"error": error, "error_description": description})
+
+
+class _LazyVerifier:
+    """Loads the IdP's metadata (and so its key set) before building the verifier."""
+
+    def __init__(self, handler: GatewayHandler, idp: ConfiguredIdP) -> None:
+        self.handler = handler
+        self.idp = idp
+
+    async def verify_logout(self, token: str, max_age: int) -> dict:
+        await self.idp.rp.metadata()
+        cfg = self.idp.config
+        assert self.idp.rp.jwks is not None
+        adapter = self.idp.adapter
+        issuer_check = None
+        if isinstance(adapter, IssuerResolver):
+
+            def issuer_check(iss: str, claims: dict) -> bool:
+                return iss == adapter.resolve_issuer(cfg.issuer, claims)
+
+        verifier = LogoutTokenVerifier(
+            VerifierConfig(
+                cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
+            ),
+            self.idp.rp.jwks,
+            clock=self.handler.gateway.clock,
+            issuer_check=issuer_check,
+        )
+        return await verifier.verify_logout(token, max_age)

@@ -1,0 +1,103 @@
+"""Logout-token validation, as OpenID Connect Back-Channel Logout 1.0 section 2.6 lists it.
+
+A logout token is a JWT much like an ID token, so the ID-token verifier's issuer, audience
+and signature checks are reused; what differs is checked here: ``typ`` (``logout+jwt`` when
+explicitly typed), no ``sub`` requirement but ``sid`` or ``sub``, the ``events`` member with
+the back-channel logout event, no ``nonce``, and an ``iat`` that is neither in the future
+nor older than a maximum age. Cheap checks run first; the signature check runs once, last.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from jwt.exceptions import InvalidTokenError
+
+from gateway.oidc.verify import IdTokenError, IdTokenVerifier, _is_number
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+ACCEPTED_TYP = {"logout+jwt", "application/logout+jwt", "jwt"}
+
+
+class LogoutTokenError(IdTokenError):
+    """The logout token failed ``check``; ``detail`` says how (never the token itself)."""
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` claim read without verification: only to pick the IdP whose keys verify."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except InvalidTokenError:
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) else None
+
+
+class LogoutTokenVerifier(IdTokenVerifier):
+    """Reuses the ID-token verifier's key set, clock, issuer and audience rules."""
+
+    async def verify_logout(self, token: str, max_age: int) -> dict[str, Any]:
+        header, claims = self._parse_logout(token)
+        alg = header.get("alg")
+        if alg not in self.config.algorithms:
+            raise LogoutTokenError("alg", f"algorithm {alg!r} is not allowed")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP):
+            raise LogoutTokenError("typ", f"typ {typ!r} is not a logout token type")
+        try:
+            self._check_issuer(claims)
+            self._check_audience(claims)
+        except IdTokenError as exc:
+            raise LogoutTokenError(exc.check, exc.detail) from None
+        self._check_logout_times(claims, max_age)
+        self._check_events(claims)
+        if "nonce" in claims:
+            raise LogoutTokenError("nonce", "a logout token must not contain a nonce")
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if sid is None and sub is None:
+            raise LogoutTokenError("sid", "neither sid nor sub is present")
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise LogoutTokenError("jti", "jti is missing")
+        for name, value in (("sid", sid), ("sub", sub)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise LogoutTokenError(name, f"{name} is not a non-empty string")
+        try:
+            await self._check_signature(token, header.get("kid"), alg)
+        except IdTokenError as exc:
+            raise LogoutTokenError(exc.check, exc.detail) from None
+        return claims
+
+    @staticmethod
+    def _parse_logout(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(token, str) or token.count(".") != 2:
+            raise LogoutTokenError("format", "not a compact JWS")
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except InvalidTokenError as exc:
+            raise LogoutTokenError("format", type(exc).__name__) from None
+        if not isinstance(claims, dict):
+            raise LogoutTokenError("format", "payload is not a JSON object")
+        return header, claims
+
+    def _check_logout_times(self, claims: dict[str, Any], max_age: int) -> None:
+        now, leeway = self.clock(), self.config.leeway
+        iat = claims.get("iat")
+        if not _is_number(iat):
+            raise LogoutTokenError("iat", "iat is missing")
+        if iat > now + leeway:
+            raise LogoutTokenError("iat", "token was issued in the future")
+        if iat < now - max_age - leeway:
+            raise LogoutTokenError("iat", "token is too old")
+        exp = claims.get("exp")
+        if exp is not None and (not _is_number(exp) or now > exp + leeway):
+            raise LogoutTokenError("exp", "token has expired")
+
+    @staticmethod
+    def _check_events(claims: dict[str, Any]) -> None:
+        events = claims.get("events")
+        if not isinstance(events, dict) or LOGOUT_EVENT not in events:
+            raise LogoutTokenError("events", "events lacks the back-channel logout event")
+        if not isinstance(events[LOGOUT_EVENT], dict):
+            raise LogoutTokenError("events", "the logout event's value is not a JSON object")

@@ -1,0 +1,280 @@
+"""Authorization policy: may this person sign in, open this room, and with what rights.
+
+An ordered list of rules; the first that matches decides. A rule matches when every
+condition it names holds (within one condition, any listed value will do):
+
+- ``idps``: the identity's IdP id
+- ``groups`` / ``roles``: namespaced names as the adapters emit them (``kc:/staff``); when
+  the IdP cut the group list (Entra overage not resolved) a group condition never holds
+- ``email_domains``: the e-mail's domain, only when the IdP asserted it verified
+- ``tenants``: the identity's tenant (Google ``hd``, Entra ``tid``, Keycloak realm)
+- ``rooms``: globs on the lower-cased room name
+
+Two decisions use the same list. At **sign-in** the room is not part of the question:
+rules are read for their identity conditions only; an allowing rule (with or without
+``rooms``) admits the person, a refusing rule *without* ``rooms`` refuses the sign-in, and a
+refusing rule *with* ``rooms`` is skipped (it refuses rooms, not people). At **tokenize**
+every condition counts, rooms included, and the first match decides the room and the token:
+``affiliation`` (owner / moderator / member), ``moderator`` (``context.user.moderator``;
+derived from the affiliation when not set), ``features`` (``context.features``),
+``room_scope`` (``room``, or ``any`` for a ``*`` token) and ``token_lifetime_seconds``.
+Those values are layered: ``defaults``, then ``idp_defaults[<idp>]``, then the rule. When no
+rule matches, ``default`` (allow or deny) decides, with ``rule`` reported as ``default``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapters.base import Identity
+
+ROOM_GLOB = re.compile(r"[a-z0-9_~*?\[\]!-]{1,128}")
+FEATURE = re.compile(r"[a-z][a-z0-9-]{0,40}")
+KNOWN_FEATURES = (
+    "recording",
+    "livestreaming",
+    "transcription",
+    "outbound-call",
+    "sip-outbound-call",
+    "sip-inbound-call",
+    "inbound-call",
+    "screen-sharing",
+    "file-upload",
+    "list-visitors",
+    "send-groupchat",
+    "create-polls",
+    "flip",
+    "lobby",
+    "room",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Outcome(_Strict):
+    """What an allowed room gets; unset fields fall through to the layer below."""
+
+    affiliation: Literal["owner", "moderator", "member"] | None = None
+    moderator: bool | None = None
+    features: dict[str, bool] | None = None
+    room_scope: Literal["room", "any"] | None = None
+    token_lifetime_seconds: int | None = Field(None, ge=30, le=86400)
+
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, v: dict[str, bool] | None) -> dict[str, bool] | None:
+        for name in v or {}:
+            if not FEATURE.fullmatch(name):
+                raise ValueError(f"feature {name!r} is not a Jitsi feature name")
+        return v
+
+
+class Rule(Outcome):
+    name: str = Field(min_length=1, max_length=64)
+    allow: bool = True
+    idps: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    email_domains: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()
+
+    @field_validator("rooms")
+    @classmethod
+    def _room_globs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            if not ROOM_GLOB.fullmatch(pattern):
+                raise ValueError(
+                    f"room pattern {pattern!r}: use lower-case room characters and * ? [ ]"
+                )
+        return v
+
+    @field_validator("email_domains", "tenants")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(x.strip().lower() for x in v)
+
+
+class PolicySettings(_Strict):
+    default: Literal["allow", "deny"] = "allow"
+    defaults: Outcome = Outcome()
+    idp_defaults: dict[str, Outcome] = Field(default_factory=dict)
+    guest_rooms: tuple[str, ...] = Field((), description="rooms whose refusal page offers guests")
+    rules: tuple[Rule, ...] = ()
+
+    def problems(self, idp_ids: Iterable[str], wildcard_allowed: bool) -> list[str]:
+        """Rules that can never match or cannot be honoured, by path (for start-up)."""
+        known = set(idp_ids)
+        out: list[str] = []
+        for idp in self.idp_defaults:
+            if idp not in known:
+                out.append(f"policy.idp_defaults.{idp}: unknown IdP id")
+        layers = [("policy.defaults", self.defaults)]
+        layers += [(f"policy.idp_defaults.{k}", v) for k, v in self.idp_defaults.items()]
+        for i, rule in enumerate(self.rules):
+            where = f"policy.rules[{i}] ({rule.name})"
+            layers.append((where, rule))
+            for idp in rule.idps:
+                if idp not in known:
+                    out.append(f"{where}.idps: unknown IdP id {idp!r}")
+            for kind in ("groups", "roles"):
+                for name in getattr(rule, kind):
+                    prefix = name.split(":", 1)[0] if ":" in name else None
+                    if prefix not in known:
+                        out.append(
+                            f"{where}.{kind}: {name!r} must start with a configured IdP id "
+                            "(names are namespaced, e.g. kc:/staff)"
+                        )
+        for where, layer in layers:
+            if layer.room_scope == "any" and not wildcard_allowed:
+                out.append(f"{where}.room_scope: 'any' needs jitsi.room_wildcard: true")
+        names = [r.name for r in self.rules]
+        for name in {n for n in names if names.count(n) > 1}:
+            out.append(f"policy.rules: rule name {name!r} is used twice")
+        for i, pattern in enumerate(self.guest_rooms):
+            if not ROOM_GLOB.fullmatch(pattern):
+                out.append(f"policy.guest_rooms[{i}]: malformed room pattern {pattern!r}")
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str  # 'rule 3 "staff"' or 'default'
+    reason: str  # one line: which rule and which conditions
+    trail: tuple[str, ...]
+    affiliation: str | None = None
+    moderator: bool | None = None
+    features: dict[str, bool] | None = None
+    wildcard_room: bool = False
+    token_lifetime_seconds: int | None = None
+
+    def user_claims(self) -> dict[str, object]:
+        """``context.user`` additions for the Jitsi token."""
+        out: dict[str, object] = {}
+        if self.affiliation:
+            out["affiliation"] = self.affiliation
+        if self.moderator is not None:
+            out["moderator"] = self.moderator
+        return out
+
+
+class Policy:
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+
+    def sign_in(self, identity: Identity) -> Decision:
+        trail: list[str] = []
+        for i, rule in enumerate(self.settings.rules, start=1):
+            label = f'rule {i} "{rule.name}"'
+            if rule.rooms and not rule.allow:
+                trail.append(f"{label}: skipped at sign-in (refuses rooms, not people)")
+                continue
+            matched, why = _match(rule, identity, room=None)
+            trail.append(f"{label}: {'matched ' if matched else ''}{why}")
+            if matched:
+                verb = "matched" if not rule.rooms else "admits for some rooms:"
+                return Decision(rule.allow, label, f"{label} {verb} {why}", tuple(trail))
+        return self._default(trail, identity)
+
+    def room(self, identity: Identity, room: str) -> Decision:
+        trail: list[str] = []
+        for i, rule in enumerate(self.settings.rules, start=1):
+            label = f'rule {i} "{rule.name}"'
+            matched, why = _match(rule, identity, room=room.lower())
+            trail.append(f"{label}: {'matched ' if matched else ''}{why}")
+            if matched:
+                return self._outcome(
+                    rule.allow, label, f"{label} matched {why}", trail, identity, rule
+                )
+        return self._default(trail, identity)
+
+    def guest_allowed(self, room: str) -> bool:
+        return any(fnmatchcase(room.lower(), p) for p in self.settings.guest_rooms)
+
+    def _default(self, trail: list[str], identity: Identity) -> Decision:
+        allowed = self.settings.default == "allow"
+        reason = f"no rule matched; default {self.settings.default}"
+        return self._outcome(allowed, "default", reason, trail, identity, None)
+
+    def _outcome(
+        self,
+        allowed: bool,
+        rule: str,
+        reason: str,
+        trail: list[str],
+        identity: Identity,
+        top: Outcome | None,
+    ) -> Decision:
+        layers = [self.settings.defaults, self.settings.idp_defaults.get(identity.idp), top]
+        merged: dict[str, object] = {}
+        for layer in layers:
+            if layer is not None:
+                for key in Outcome.model_fields:
+                    value = getattr(layer, key)
+                    if value is not None:
+                        merged[key] = value
+        affiliation = merged.get("affiliation")
+        moderator = merged.get("moderator")
+        if moderator is None and affiliation is not None:
+            moderator = affiliation in ("owner", "moderator")
+        return Decision(
+            allowed=allowed,
+            rule=rule,
+            reason=reason,
+            trail=tuple(trail),
+            affiliation=affiliation if allowed else None,  # type: ignore[arg-type]
+            moderator=moderator if allowed else None,  # type: ignore[arg-type]
+            features=merged.get("features") if allowed else None,  # type: ignore[arg-type]
+            wildcard_room=allowed and merged.get("room_scope") == "any",
+            token_lifetime_seconds=merged.get("token_lifetime_seconds"),  # type: ignore[arg-type]
+        )
+
+
+def _match(rule: Rule, identity: Identity, room: str | None) -> tuple[bool, str]:
+    """Whether every condition holds; the text names what matched or what did not."""
+    hits: list[str] = []
+    if rule.idps:
+        if identity.idp not in rule.idps:
+            return False, f"idp {identity.idp} not in {list(rule.idps)}"
+        hits.append(f"idp {identity.idp}")
+    if rule.groups:
+        if not identity.groups_complete:
+            return False, "groups unknown (the IdP cut the list; overage not resolved)"
+        found = next((g for g in rule.groups if g in identity.groups), None)
+        if found is None:
+            return False, f"no group in {list(rule.groups)}"
+        hits.append(f"group {found}")
+    if rule.roles:
+        found = next((r for r in rule.roles if r in identity.roles), None)
+        if found is None:
+            return False, f"no role in {list(rule.roles)}"
+        hits.append(f"role {found}")
+    if rule.email_domains:
+        domain = identity.email.rpartition("@")[2].lower() if identity.email else None
+        if domain is None:
+            return False, "no e-mail"
+        if not identity.email_verified:
+            return False, "e-mail not verified by the IdP"
+        if domain not in rule.email_domains:
+            return False, f"e-mail domain {domain} not in {list(rule.email_domains)}"
+        hits.append(f"verified e-mail domain {domain}")
+    if rule.tenants:
+        tenant = (identity.tenant or "").lower()
+        if tenant not in rule.tenants:
+            return False, f"tenant {identity.tenant or '(none)'} not in {list(rule.tenants)}"
+        hits.append(f"tenant {tenant}")
+    if rule.rooms and room is not None:
+        pattern = next((p for p in rule.rooms if fnmatchcase(room, p)), None)
+        if pattern is None:
+            return False, f"room {room} not in {list(rule.rooms)}"
+        hits.append(f"room {room} ~ {pattern}")
+    return True, ", ".join(hits) or "(no conditions)"

@@ -1,0 +1,144 @@
+"""Pure functions of the audit feature: client IP, filter parsing, cursors, settings."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
+
+import pytest
+
+from gateway.clientip import client_ip
+from gateway.config import ConfigError, settings_from_dict
+from gateway.store import audit_query as aq
+
+PROXIES = [ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"), ip_network("fd00::/8")]
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "real", "expected"),
+    [
+        ("198.51.100.1", "1.2.3.4", None, "198.51.100.1"),  # untrusted peer: headers ignored
+        ("127.0.0.1", None, None, "127.0.0.1"),
+        ("127.0.0.1", "203.0.113.9", None, "203.0.113.9"),
+        ("127.0.0.1", "6.6.6.6, 203.0.113.9, 10.2.3.4", None, "203.0.113.9"),  # right-most
+        ("127.0.0.1", "10.9.9.9, 10.2.3.4", None, "10.9.9.9"),  # all ours: left-most
+        ("127.0.0.1", "garbage, 10.2.3.4", None, "10.2.3.4"),  # stop at the last trusted hop
+        ("127.0.0.1", "203.0.113.9:4711", None, "203.0.113.9"),
+        ("127.0.0.1", "[2001:db8::1]:443", None, "2001:db8::1"),
+        ("127.0.0.1", None, "192.0.2.44", "192.0.2.44"),
+        ("127.0.0.1", None, "nonsense", "127.0.0.1"),
+        ("::ffff:127.0.0.1", "203.0.113.9", None, "203.0.113.9"),  # v4-mapped peer
+        ("fd00::5", "2001:db8::7", None, "2001:db8::7"),
+    ],
+    ids=[
+        "untrusted-peer",
+        "no-header",
+        "one-hop",
+        "right-most-untrusted",
+        "all-trusted",
+        "garbage",
+        "v4-port",
+        "v6-port",
+        "real-ip",
+        "bad-real-ip",
+        "v4-mapped",
+        "v6",
+    ],
+)
+def test_client_ip(peer: str, xff: str | None, real: str | None, expected: str) -> None:
+    assert client_ip(peer, xff, real, PROXIES) == expected
+
+
+def test_no_trusted_proxies_means_the_peer() -> None:
+    assert client_ip("127.0.0.1", "203.0.113.9", "192.0.2.1", []) == "127.0.0.1"
+
+
+def test_times_iso_and_relative() -> None:
+    assert aq.parse_time("since", "24h", NOW) == NOW - timedelta(hours=24)
+    assert aq.parse_time("since", "2w", NOW) == NOW - timedelta(weeks=2)
+    assert aq.parse_time("since", "2025-01-02T03:04:05Z", NOW) == datetime(
+        2025, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    assert aq.parse_time("since", "2025-01-02T05:04:05+02:00", NOW).hour == 3
+    assert aq.parse_time("since", "2025-01-02", NOW).tzinfo is not None
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_time("until", "soon", NOW)
+    assert err.value.parameter == "until"
+
+
+def test_query_becomes_an_indexed_mongo_filter() -> None:
+    q = aq.parse_query(
+        {"event": "login_failed,room_refused", "email": " Bob@Example.ORG ", "since": "1h"},
+        now=NOW,
+    )
+    assert aq.mongo_filter(q) == {
+        "time": {"$gte": NOW - timedelta(hours=1)},
+        "event": {"$in": ["login_failed", "room_refused"]},
+        "email": "bob@example.org",
+    }
+    assert aq.mongo_filter(aq.parse_query({}, now=NOW)) == {}
+
+
+def test_cursor_round_trip_and_tampering() -> None:
+    doc = {"time": datetime(2025, 1, 1, 0, 0, 0, 123000, tzinfo=UTC), "_id": "abc"}
+    cursor = aq.encode_cursor(doc, "desc")
+    q = aq.parse_query({"cursor": cursor}, now=NOW)
+    assert q.after == (doc["time"], "abc")
+    assert aq.mongo_filter(q) == {"time": {"$lte": doc["time"]}}
+    asc = aq.parse_query(
+        {"cursor": aq.encode_cursor(doc, "asc"), "order": "asc", "since": "2024-12-31"}, now=NOW
+    )
+    assert aq.mongo_filter(asc) == {"time": {"$gte": doc["time"]}}
+    for bad in ("", "!!!", cursor[:-3], "eyJ0IjoxfQ"):
+        with pytest.raises(aq.FilterError):
+            aq.parse_query({"cursor": bad}, now=NOW)
+
+
+def base_settings(**extra: object) -> dict:
+    return {
+        "public_url": "https://meet.example.com",
+        "cookies": {"secret": "c" * 40},
+        "jitsi": {
+            "base_url": "https://meet.example.com",
+            "app_id": "a",
+            "domain": "d",
+            "app_secret": "s" * 40,
+        },
+        "idps": [
+            {
+                "id": "corp",
+                "adapter": "generic",
+                "issuer": "https://idp.example",
+                "client_id": "c",
+                "client_secret": "x",
+            }
+        ],
+        **extra,
+    }
+
+
+def test_admin_and_audit_settings_are_validated_with_clear_messages() -> None:
+    digest = hashlib.sha256(b"t").hexdigest()
+    ok = settings_from_dict(
+        base_settings(
+            admin={"tokens": [{"name": "ops", "sha256": digest.upper()}]},
+            audit={"retention_days": 30},
+            trusted_proxies=["127.0.0.1/32"],
+        )
+    )
+    assert ok.admin.tokens[0].sha256 == digest and ok.audit.retention_days == 30
+    cases = {
+        "admin.tokens[0].sha256": {"admin": {"tokens": [{"name": "ops", "sha256": "t"}]}},
+        "admin": {
+            "admin": {"tokens": [{"name": "a", "sha256": digest}, {"name": "a", "sha256": digest}]}
+        },
+        "audit.retention_days": {"audit": {"retention_days": 0}},
+        "audit.spool_max_bytes": {"audit": {"spool_max_bytes": 10}},
+        "trusted_proxies[0]": {"trusted_proxies": ["nginx"]},
+    }
+    for path, extra in cases.items():
+        with pytest.raises(ConfigError) as err:
+            settings_from_dict(base_settings(**extra))
+        assert any(line.startswith(path) for line in err.value.problems), err.value.problems

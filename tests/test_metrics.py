@@ -1,0 +1,158 @@
+"""``/metrics`` (parsed with Prometheus' own text parser) and the structured, redacted logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.logging_setup import configure_logging, redact
+from tests.support.gateway import GatewayUnderTest, start_gateway
+from tests.support.op import TestOP
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def scrape(gw: GatewayUnderTest, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.get(f"{gw.url}/metrics", headers=headers)
+
+
+@pytest.mark.asyncio
+async def test_counters_after_a_known_sequence_of_sign_ins(
+    gw: GatewayUnderTest, op: TestOP
+) -> None:
+    before = parse((await scrape(gw)).text)
+    assert value(before, "jog_sign_ins_total", idp="testop", outcome="success") == 0
+    for username in ("alice", "bob"):
+        async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+            response = await gw.sign_in(browser, op, username=username, password=f"{username}-pw")
+            assert "jwt=" in response.headers["location"]
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+        callback = await gw.start_and_login(browser, op)
+        await op.tamper_next_id_token("signature")
+        assert (await browser.get(callback)).status_code == 401
+        # A bad room is refused before any IdP is involved.
+        assert (await browser.get(f"{gw.url}/oidc/auth?room=a.b")).status_code == 400
+
+    response = await scrape(gw)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples = parse(response.text)
+    assert value(samples, "jog_sign_ins_total", idp="testop", outcome="success") == 2
+    assert value(samples, "jog_sign_ins_total", idp="testop", outcome="failure") == 1
+    assert value(samples, "jog_sign_ins_total", idp="none", outcome="failure") == 1
+    assert (
+        value(samples, "jog_sign_in_failures_total", idp="testop", reason="id_token_invalid") == 1
+    )
+    assert value(samples, "jog_sign_in_failures_total", idp="none", reason="bad_request") == 1
+    assert value(samples, "jog_tokens_minted_total", idp="testop") == 2
+    assert value(samples, "jog_audit_events_total", event="flow_started", outcome="success") == 3
+    assert value(samples, "jog_jwks_fetches_total", idp="testop") >= 1
+    assert value(samples, "jog_store_errors_total") == 0
+    assert ("jog_audit_spool_depth", ()) in samples
+    assert value(samples, "jog_request_duration_seconds_count", step="tokenize", status="3xx") == 2
+    assert value(samples, "jog_request_duration_seconds_count", step="redirect", status="4xx") == 1
+    assert value(samples, "jog_request_duration_seconds_count", step="auth", status="3xx") == 3
+    # Label values never carry request input.
+    assert "a.b" not in response.text
+
+
+@pytest.mark.asyncio
+async def test_metrics_bearer_token(op: TestOP, mongo_uri: str) -> None:
+    token = "scrape-token-0123456789"
+    async with start_gateway(op, mongo_uri, metrics={"bearer_token": token}) as gw:
+        assert (await scrape(gw)).status_code == 401
+        assert (await scrape(gw, Authorization="Bearer wrong-token-0123456789")).status_code == 401
+        assert (await scrape(gw, Authorization=f"Basic {token}")).status_code == 401
+        ok = await scrape(gw, Authorization=f"Bearer {token}")
+        assert ok.status_code == 200 and "jog_sign_ins_total" in ok.text
+
+
+@pytest.mark.asyncio
+async def test_metrics_can_be_disabled(op: TestOP, mongo_uri: str) -> None:
+    async with start_gateway(op, mongo_uri, metrics={"enabled": False}) as gw:
+        response = await scrape(gw)
+        assert response.status_code == 404 and "jog_" not in response.text
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Route the root logger to a JSON stream for one test, then restore it."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    try:
+        yield stream
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("tornado.access").disabled = False
+
+
+@pytest.mark.asyncio
+async def test_json_logs_carry_request_id_and_no_secrets(
+    gw: GatewayUnderTest, op: TestOP, json_logs: io.StringIO
+) -> None:
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+        callback = await gw.start_and_login(browser, op)
+        response = await browser.get(callback)
+        assert response.status_code == 302
+        refused = await browser.get(f"{gw.url}/oidc/auth?room=a.b")
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    assert lines, "nothing was logged"
+    code = callback.split("code=", 1)[1].split("&", 1)[0]
+    state = callback.split("state=", 1)[1].split("&", 1)[0]
+    raw = json_logs.getvalue()
+    assert code not in raw and state not in raw
+    access = [entry for entry in lines if entry["logger"] == "gateway.access"]
+    redirect = next(entry for entry in access if entry["path"] == "/oidc/redirect")
+    assert redirect["status"] == 302 and redirect["request_id"] == response.headers["X-Request-Id"]
+    request_id = refused.headers["X-Request-Id"]
+    mine = [entry for entry in lines if entry.get("request_id") == request_id]
+    assert {entry["logger"] for entry in mine} >= {"gateway.handlers", "gateway.access"}
+    event = await gw.store.audit.collection.find_one({"reason": "bad_request"})
+    assert event is not None and event["request_id"] == request_id
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("GET /x?code=SplxlOBeZQQYbYS6WxSbIA&state=af0ifjsldkj", "SplxlOBeZQQYbYS6WxSbIA"),
+        ("GET /x?code=SplxlOBeZQQYbYS6WxSbIA&state=af0ifjsldkj", "af0ifjsldkj"),
+        ("room url https://meet/x?jwt=abc.def.ghi", "abc.def.ghi"),
+        ("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl seen", "c2lnbmF0dXJl"),
+        ("Authorization: Bearer s3cr3t-t0ken", "s3cr3t-t0ken"),
+        ("body logout_token=aaa.bbb.ccc", "aaa.bbb.ccc"),
+        ("client_secret=p@ss:w/rd", "p@ss:w/rd"),
+    ],
+)
+def test_redaction(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+def test_redaction_applies_to_every_logger(json_logs: io.StringIO) -> None:
+    logging.getLogger("some.library").warning("fetched %s", "https://idp/cb?code=abc123secret")
+    entry = json.loads(json_logs.getvalue().splitlines()[-1])
+    assert "abc123secret" not in entry["message"] and entry["level"] == "WARNING"

@@ -1,0 +1,290 @@
+"""The policy engine as a table: every condition, every outcome, first-match order, defaults,
+per-IdP defaults, and the unverified-e-mail and unknown-groups cases."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from adapters.base import Identity
+from gateway.policy import Policy, PolicySettings
+
+BASE = Identity(
+    idp="kc",
+    issuer="https://kc.example/realms/staff",
+    subject="u1",
+    username="u1",
+    name="U One",
+    email="u1@corp.example",
+    email_verified=True,
+    groups=("kc:/staff", "kc:staff"),
+    roles=("kc:jitsi:moderator",),
+    tenant="staff",
+)
+
+
+def who(**changes: Any) -> Identity:
+    return replace(BASE, **changes)
+
+
+def policy(rules: list[dict[str, Any]], **top: Any) -> Policy:
+    return Policy(PolicySettings.model_validate({"rules": rules, **top}))
+
+
+CONDITIONS = [
+    # (id, rule conditions, identity, room, matches)
+    ("idp-match", {"idps": ["kc"]}, who(), "r", True),
+    ("idp-other", {"idps": ["google"]}, who(), "r", False),
+    ("group-match", {"groups": ["kc:/staff"]}, who(), "r", True),
+    ("group-other", {"groups": ["kc:/partners"]}, who(), "r", False),
+    ("group-of-other-idp-same-name", {"groups": ["g:/staff"]}, who(), "r", False),
+    (
+        "groups-unknown",
+        {"groups": ["kc:/staff"]},
+        who(groups_complete=False, groups=()),
+        "r",
+        False,
+    ),
+    ("role-match", {"roles": ["kc:jitsi:moderator"]}, who(), "r", True),
+    ("role-other", {"roles": ["kc:admin"]}, who(), "r", False),
+    ("email-domain-verified", {"email_domains": ["corp.example"]}, who(), "r", True),
+    (
+        "email-domain-case",
+        {"email_domains": ["CORP.example"]},
+        who(email="u@Corp.Example"),
+        "r",
+        True,
+    ),
+    (
+        "email-domain-unverified",
+        {"email_domains": ["corp.example"]},
+        who(email_verified=False),
+        "r",
+        False,
+    ),
+    ("email-domain-other", {"email_domains": ["x.example"]}, who(), "r", False),
+    ("email-missing", {"email_domains": ["corp.example"]}, who(email=None), "r", False),
+    ("tenant-match", {"tenants": ["staff"]}, who(), "r", True),
+    ("tenant-other", {"tenants": ["acme"]}, who(), "r", False),
+    ("tenant-missing", {"tenants": ["acme"]}, who(tenant=None), "r", False),
+    ("room-glob", {"rooms": ["team-*"]}, who(), "Team-Red", True),
+    ("room-glob-miss", {"rooms": ["team-*"]}, who(), "red", False),
+    ("all-conditions", {"idps": ["kc"], "groups": ["kc:staff"], "rooms": ["r"]}, who(), "r", True),
+    ("one-condition-fails", {"idps": ["kc"], "groups": ["kc:nope"]}, who(), "r", False),
+    ("no-conditions", {}, who(), "r", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "identity", "room", "matches"),
+    [c[1:] for c in CONDITIONS],
+    ids=[c[0] for c in CONDITIONS],
+)
+def test_conditions(conditions: dict[str, Any], identity: Identity, room: str, matches: bool):
+    engine = policy([{"name": "r1", **conditions}], default="deny")
+    decision = engine.room(identity, room)
+    assert decision.allowed is matches
+    assert decision.rule == ('rule 1 "r1"' if matches else "default")
+
+
+def test_groups_unknown_is_reported_in_the_trail() -> None:
+    engine = policy([{"name": "staff", "groups": ["kc:/staff"]}], default="deny")
+    decision = engine.room(who(groups=(), groups_complete=False), "r")
+    assert "groups unknown" in decision.trail[0]
+
+
+def test_unverified_email_is_reported_in_the_trail() -> None:
+    engine = policy([{"name": "corp", "email_domains": ["corp.example"]}], default="deny")
+    assert "not verified" in engine.room(who(email_verified=False), "r").trail[0]
+
+
+STAFF_PARTNERS = [
+    {
+        "name": "staff-moderators",
+        "groups": ["kc:/staff"],
+        "affiliation": "owner",
+        "features": {"recording": True, "livestreaming": True},
+    },
+    {
+        "name": "partners",
+        "groups": ["kc:/partners"],
+        "rooms": ["partner-*"],
+        "affiliation": "member",
+    },
+    {
+        "name": "no-lobby-for-contractors",
+        "groups": ["kc:/contractors"],
+        "rooms": ["lobby"],
+        "allow": False,
+    },
+    {"name": "contractors", "groups": ["kc:/contractors"], "affiliation": "member"},
+    {"name": "everyone-else", "allow": False},
+]
+
+
+@pytest.mark.parametrize(
+    ("groups", "room", "sign_in", "room_allowed", "rule", "affiliation"),
+    [
+        (("kc:/staff",), "anything", True, True, 'rule 1 "staff-moderators"', "owner"),
+        (("kc:/partners",), "partner-sync", True, True, 'rule 2 "partners"', "member"),
+        (("kc:/partners",), "standup", True, False, 'rule 5 "everyone-else"', None),
+        (("kc:/contractors",), "lobby", True, False, 'rule 3 "no-lobby-for-contractors"', None),
+        (("kc:/contractors",), "standup", True, True, 'rule 4 "contractors"', "member"),
+        ((), "standup", False, False, 'rule 5 "everyone-else"', None),
+        (
+            ("kc:/staff", "kc:/partners"),
+            "partner-x",
+            True,
+            True,
+            'rule 1 "staff-moderators"',
+            "owner",
+        ),
+    ],
+    ids=[
+        "staff",
+        "partner-in-partner-room",
+        "partner-elsewhere",
+        "room-refusal-rule",
+        "contractor",
+        "outsider",
+        "first-match-wins",
+    ],
+)
+def test_staff_partners_everyone_else(
+    groups: tuple[str, ...],
+    room: str,
+    sign_in: bool,
+    room_allowed: bool,
+    rule: str,
+    affiliation: str | None,
+) -> None:
+    engine = policy(STAFF_PARTNERS, default="deny")
+    identity = who(groups=groups)
+    assert engine.sign_in(identity).allowed is sign_in
+    decision = engine.room(identity, room)
+    assert (decision.allowed, decision.rule, decision.affiliation) == (
+        room_allowed,
+        rule,
+        affiliation,
+    )
+    if affiliation:
+        assert decision.moderator is (affiliation == "owner")
+
+
+def test_sign_in_names_the_rule_and_why() -> None:
+    engine = policy(STAFF_PARTNERS, default="deny")
+    decision = engine.sign_in(who(groups=("kc:/staff",)))
+    assert decision.reason == 'rule 1 "staff-moderators" matched group kc:/staff'
+    refused = engine.sign_in(who(groups=()))
+    assert refused.reason.startswith('rule 5 "everyone-else" matched')
+    assert (
+        refused.trail[2] == 'rule 3 "no-lobby-for-contractors": skipped at sign-in '
+        "(refuses rooms, not people)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("default", "allowed"), [("allow", True), ("deny", False)], ids=["allow", "deny"]
+)
+def test_default_when_nothing_matches(default: str, allowed: bool) -> None:
+    engine = policy([{"name": "x", "idps": ["other"]}], default=default)
+    for decision in (engine.sign_in(who()), engine.room(who(), "r")):
+        assert (decision.allowed, decision.rule) == (allowed, "default")
+
+
+def test_layers_defaults_idp_defaults_rule() -> None:
+    engine = policy(
+        [{"name": "r", "groups": ["kc:/staff"], "features": {"recording": True}}],
+        defaults={
+            "affiliation": "member",
+            "features": {"recording": False},
+            "token_lifetime_seconds": 120,
+        },
+        idp_defaults={"kc": {"affiliation": "moderator", "room_scope": "any"}},
+    )
+    decision = engine.room(who(), "r")
+    assert decision.affiliation == "moderator"  # idp default over global default
+    assert decision.moderator is True  # derived from the affiliation
+    assert decision.features == {"recording": True}  # the rule over both
+    assert decision.wildcard_room is True
+    assert decision.token_lifetime_seconds == 120
+    other_idp = engine.room(who(idp="g", groups=()), "r")
+    assert (other_idp.rule, other_idp.affiliation, other_idp.wildcard_room) == (
+        "default",
+        "member",
+        False,
+    )
+
+
+def test_explicit_moderator_flag_wins_over_affiliation() -> None:
+    engine = policy([{"name": "r", "affiliation": "owner", "moderator": False}])
+    decision = engine.room(who(), "r")
+    assert (decision.affiliation, decision.moderator) == ("owner", False)
+    assert decision.user_claims() == {"affiliation": "owner", "moderator": False}
+
+
+def test_refusal_carries_no_token_settings() -> None:
+    engine = policy([{"name": "no", "allow": False, "affiliation": "owner"}])
+    decision = engine.room(who(), "r")
+    assert (decision.allowed, decision.affiliation, decision.user_claims()) == (False, None, {})
+
+
+def test_guest_rooms() -> None:
+    engine = policy([], guest_rooms=["lobby-*"])
+    assert engine.guest_allowed("Lobby-1") and not engine.guest_allowed("standup")
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"rules": [{"name": "a", "idps": ["nope"]}]}, "policy.rules[0] (a).idps: unknown IdP id"),
+        (
+            {"rules": [{"name": "a", "groups": ["staff"]}]},
+            "policy.rules[0] (a).groups: 'staff' must start with a configured IdP id",
+        ),
+        ({"rules": [{"name": "a", "roles": ["x:admin"]}]}, "policy.rules[0] (a).roles"),
+        ({"idp_defaults": {"nope": {}}}, "policy.idp_defaults.nope: unknown IdP id"),
+        (
+            {"rules": [{"name": "a", "room_scope": "any"}]},
+            "room_scope: 'any' needs jitsi.room_wildcard",
+        ),
+        ({"rules": [{"name": "a"}, {"name": "a"}]}, "rule name 'a' is used twice"),
+        ({"guest_rooms": ["Lobby/*"]}, "policy.guest_rooms[0]: malformed room pattern"),
+    ],
+    ids=[
+        "unknown-idp",
+        "group-not-namespaced",
+        "role-of-unknown-idp",
+        "idp-defaults-unknown",
+        "wildcard-not-enabled",
+        "duplicate-name",
+        "bad-guest-pattern",
+    ],
+)
+def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) -> None:
+    problems = PolicySettings.model_validate(settings).problems(["kc", "g"], False)
+    assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "a", "rooms": ["Team/*"]},
+        {"name": "a", "affiliation": "admin"},
+        {"name": "a", "features": {"Recording!": True}},
+        {"name": "a", "unknown_key": 1},
+        {"name": "a", "token_lifetime_seconds": 5},
+    ],
+    ids=[
+        "malformed-room-pattern",
+        "bad-affiliation",
+        "bad-feature-name",
+        "typo-key",
+        "lifetime-too-short",
+    ],
+)
+def test_malformed_rules_are_rejected(rule: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        PolicySettings.model_validate({"rules": [rule]})

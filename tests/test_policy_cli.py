@@ -1,0 +1,171 @@
+"""``policy explain`` and ``check-config`` on policies, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.test_policy_e2e import POLICY
+
+
+def settings_file(tmp_path: Path, policy: dict[str, Any]) -> Path:
+    data = {
+        "public_url": "https://meet.example.com",
+        "cookies": {"secret": "s" * 40},
+        "jitsi": {
+            "base_url": "https://meet.example.com",
+            "app_id": "app",
+            "domain": "meet.example.com",
+            "app_secret": "a" * 40,
+        },
+        "idps": [
+            {
+                "id": "testop",
+                "adapter": "generic",
+                "issuer": "https://idp.example",
+                "client_id": "c",
+                "client_secret": "x",
+            },
+            {
+                "id": "kc",
+                "adapter": "keycloak",
+                "issuer": "https://kc.example/realms/staff",
+                "client_id": "c",
+                "client_secret": "x",
+            },
+        ],
+        "policy": policy,
+    }
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True)
+
+
+def test_explain_staff_member(tmp_path: Path) -> None:
+    cfg = settings_file(tmp_path, POLICY)
+    done = run(
+        "policy",
+        "explain",
+        "-c",
+        str(cfg),
+        "--idp",
+        "testop",
+        "--groups",
+        "staff",
+        "--room",
+        "Board",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'sign-in: ALLOWED by rule 1 "staff-moderators"' in lines
+    assert 'room board: ALLOWED by rule 1 "staff-moderators"' in lines
+    assert "token: affiliation=owner moderator=True" in done.stdout
+
+
+def test_explain_partner_outside_partner_rooms(tmp_path: Path) -> None:
+    cfg = settings_file(tmp_path, POLICY)
+    done = run(
+        "policy",
+        "explain",
+        "-c",
+        str(cfg),
+        "--idp",
+        "testop",
+        "--groups",
+        "partners",
+        "--room",
+        "board",
+        "--json",
+    )
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert out["sign_in"]["allowed"] is True
+    assert out["room"]["allowed"] is False
+    assert out["room"]["rule"] == 'rule 3 "everyone-else"'
+    assert out["room"]["trail"][1] == ("rule 2 \"partners\": room board not in ['partner-*']")
+
+
+def test_explain_from_a_claims_file_uses_the_adapter(tmp_path: Path) -> None:
+    policy = {
+        "default": "deny",
+        "rules": [{"name": "kc-mods", "roles": ["kc:jitsi:moderator"], "affiliation": "moderator"}],
+    }
+    cfg = settings_file(tmp_path, policy)
+    claims = tmp_path / "claims.json"
+    claims.write_text(
+        json.dumps(
+            {"sub": "u", "azp": "jitsi", "resource_access": {"jitsi": {"roles": ["moderator"]}}}
+        )
+    )
+    done = run(
+        "policy",
+        "explain",
+        "-c",
+        str(cfg),
+        "--idp",
+        "kc",
+        "--claims",
+        str(claims),
+        "--room",
+        "r1",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["identity"]["roles"] == ["kc:jitsi:moderator"]
+    assert out["room"]["affiliation"] == "moderator"
+
+
+def test_explain_unverified_email_and_unknown_groups(tmp_path: Path) -> None:
+    policy = {
+        "default": "deny",
+        "rules": [
+            {"name": "corp-mail", "email_domains": ["corp.example"]},
+            {"name": "staff", "groups": ["testop:staff"]},
+        ],
+    }
+    cfg = settings_file(tmp_path, policy)
+    done = run(
+        "policy",
+        "explain",
+        "-c",
+        str(cfg),
+        "--idp",
+        "testop",
+        "--email",
+        "u@corp.example",
+        "--groups-unknown",
+        "--room",
+        "r",
+    )
+    assert done.returncode == 1
+    assert "e-mail not verified by the IdP" in done.stdout
+    assert "groups unknown" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ({"rules": [{"name": "a", "idps": ["kc9"]}]}, "policy.rules[0] (a).idps: unknown IdP id"),
+        ({"rules": [{"name": "a", "rooms": ["x/y"]}]}, "policy.rules[0].rooms: room pattern"),
+        ({"rules": [{"name": "a", "groups": ["staff"]}]}, "policy.rules[0] (a).groups"),
+    ],
+    ids=["unknown-idp", "malformed-pattern", "group-without-idp-prefix"],
+)
+def test_check_config_names_the_rule_and_field(
+    tmp_path: Path, policy: dict[str, Any], expected: str
+) -> None:
+    done = run("check-config", "-c", str(settings_file(tmp_path, policy)))
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
