@@ -1,4 +1,4 @@
-"""The shipped settings.yaml stays a valid, complete example."""
+"""The shipped settings.yaml and reference docs stay in step with the code."""
 
 from __future__ import annotations
 
@@ -30,3 +30,10 @@ def test_example_placeholder_secret_is_refused_by_path() -> None:
     assert done.returncode == 2
     assert "cookies.secret: is still the example placeholder" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_every_reason_code_is_documented() -> None:
+    from gateway.errors import REASONS
+
+    doc = (EXAMPLE.parent / "docs" / "audit.md").read_text(encoding="utf-8")
+    assert [r for r in REASONS if f"| `{r}` |" not in doc] == []

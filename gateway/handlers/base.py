@@ -242,6 +242,17 @@ class GatewayHandler(RequestHandler):
             query = {"room": room, **({"tenant": tenant} if tenant else {})}
             retry_url = "/oidc/auth?" + urlencode(query)
         self.set_status(STATUS[error.reason])
+        self.render_error_page(title, message, retry_url=retry_url, guest_url=guest_url)
+
+    def render_error_page(
+        self,
+        title: str,
+        message: str,
+        *,
+        retry_url: str | None = None,
+        guest_url: str | None = None,
+    ) -> None:
+        """The short human page every failure ends on (status set by the caller)."""
         self.render(
             "error.html",
             title=title,
@@ -257,11 +268,4 @@ class GatewayHandler(RequestHandler):
             title, message = "Request refused", exc.reason or "The request was not understood."
         else:
             title, message = "Something went wrong", "Please try again in a moment."
-        self.render(
-            "error.html",
-            title=title,
-            message=message,
-            retry_url=None,
-            guest_url=None,
-            request_id=self.request_id,
-        )
+        self.render_error_page(title, message)

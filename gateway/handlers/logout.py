@@ -108,12 +108,10 @@ class LogoutHandler(GatewayHandler):
         log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
         await self.audit("logout", "failure", reason=reason, detail=detail)
         self.set_status(403)
-        self.render(
-            "error.html",
-            title="Sign-out was not confirmed",
-            message="Please use the sign-out button on this site.",
+        self.render_error_page(
+            "Sign-out was not confirmed",
+            "Please use the sign-out button on this site.",
             retry_url="/oidc/logout",
-            request_id=self.request_id,
         )
 
     async def idp_logout_url(self, record: SessionRecord | None) -> str | None:

@@ -70,16 +70,9 @@ class IdTokenVerifier:
             self._check_at_hash(claims["at_hash"], access_token, alg)
         return claims
 
-    def _parse(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        if not isinstance(token, str) or token.count(".") != 2:
-            raise IdTokenError("format", "not a compact JWS")
-        try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except InvalidTokenError as exc:
-            raise IdTokenError("format", type(exc).__name__) from None
-        if not isinstance(claims, dict):
-            raise IdTokenError("format", "payload is not a JSON object")
+    @staticmethod
+    def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        header, claims = unverified_parts(token)
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise IdTokenError("sub", "sub is missing")
         return header, claims
@@ -147,6 +140,20 @@ class IdTokenVerifier:
         expected = token_hash(access_token, alg)
         if not isinstance(at_hash, str) or not hmac.compare_digest(at_hash, expected):
             raise IdTokenError("at_hash", "at_hash does not match the access token")
+
+
+def unverified_parts(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a compact JWS, not yet verified; ``format`` errors otherwise."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise IdTokenError("format", "not a compact JWS")
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except InvalidTokenError as exc:
+        raise IdTokenError("format", type(exc).__name__) from None
+    if not isinstance(claims, dict):
+        raise IdTokenError("format", "payload is not a JSON object")
+    return header, claims
 
 
 def token_hash(value: str, alg: str) -> str:

@@ -144,6 +144,16 @@ class TestOP:
     ) -> None:
         self.stop()
 
+    @classmethod
+    def attach(cls, issuer: str) -> TestOP:
+        """A handle on a test OP started by someone else (the demo): HTTP helpers only."""
+        op = cls.__new__(cls)
+        op.process = None  # type: ignore[assignment]
+        op.issuer = issuer
+        op._workdir = Path(tempfile.gettempdir())
+        op._discovery = None
+        return op
+
     # ------------------------------------------------------------------ HTTP helpers
 
     def _client(self) -> httpx.AsyncClient:

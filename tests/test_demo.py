@@ -1,0 +1,77 @@
+"""The README's demo command works: ``jitsi-oidc-gateway demo`` from start to a decoded token."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import urljoin
+
+import httpx
+import pytest
+
+from tests.support.op import TestOP
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[str, str]]:
+    port, jitsi_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--port",
+            str(port),
+            "--jitsi-port",
+            str(jitsi_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    opened = None
+    seen = []
+    while time.monotonic() < deadline and opened is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = re.search(r"Open (http://\S+)", line)
+        opened = match.group(1) if match else None
+    try:
+        assert opened, "demo did not start:\n" + "".join(seen)
+        yield opened, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        proc.stdout.close()
+
+
+@pytest.mark.asyncio
+async def test_demo_signs_in_and_shows_the_token(demo: tuple[str, str]) -> None:
+    room_url, gateway_url = demo
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15) as browser:
+        entry = await browser.get(room_url)  # the stand-in plays nginx's entry rule
+        auth = await browser.get(entry.headers["location"])
+        authorize = auth.headers["location"]
+        op = TestOP.attach(authorize.split("/auth?")[0])
+        callback = await op.login_over_http(browser, authorize, "alice", "alice")
+        tokenize = await browser.get(callback)
+        jitsi = await browser.get(urljoin(gateway_url, tokenize.headers["location"]))
+        page = await browser.get(jitsi.headers["location"])
+    assert page.status_code == 200
+    assert "token accepted" in page.text
+    assert "Alice Demo" in page.text and "&quot;room&quot;: &quot;standup&quot;" in page.text
