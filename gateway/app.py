@@ -43,7 +43,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
     deps = {"gateway": gateway}
     routes = [
         (r"/oidc/auth", AuthHandler, deps),
-        (r"/oidc/redirect", CallbackHandler, deps),
+        (r"/oidc/redirect/([a-z0-9][a-z0-9_-]{0,31})", CallbackHandler, deps),
         (r"/oidc/tokenize", TokenizeHandler, deps),
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),

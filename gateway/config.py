@@ -331,9 +331,10 @@ class Settings(Strict):
             seen.add(idp.id)
         return v
 
-    @property
-    def redirect_uri(self) -> str:
-        return f"{self.public_url}/oidc/redirect"
+    def redirect_uri(self, idp_id: str) -> str:
+        """Each IdP has its own callback URI: a code can only ever reach the flow's IdP
+        (mix-up defence for IdPs that send no RFC 9207 ``iss``; RFC 9700 4.4.2)."""
+        return f"{self.public_url}/oidc/redirect/{idp_id}"
 
     def idp(self, idp_id: str) -> IdP | None:
         return next((i for i in self.idps if i.id == idp_id), None)

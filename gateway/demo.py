@@ -60,7 +60,7 @@ async def run_demo(port: int, jitsi_port: int) -> None:
     try:
         gateway_url = f"http://127.0.0.1:{port}"
         jitsi_url = f"http://127.0.0.1:{jitsi_port}"
-        client = await op.register_client([f"{gateway_url}/oidc/redirect"])
+        client = await op.register_client([f"{gateway_url}/oidc/redirect/demo"])
         settings = settings_from_dict(
             {
                 "public_url": gateway_url,

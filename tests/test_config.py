@@ -54,7 +54,7 @@ def problems_of(data: dict[str, Any]) -> list[str]:
 def test_minimal_settings_are_valid() -> None:
     settings = settings_from_dict(minimal())
     assert isinstance(settings, Settings)
-    assert settings.redirect_uri == "https://gw.example.com/oidc/redirect"
+    assert settings.redirect_uri("corp") == "https://gw.example.com/oidc/redirect/corp"
     assert settings.cookies.secure is True
     assert settings.jitsi.algorithm == "HS256"
     assert settings.jitsi.audience == "jitsi"

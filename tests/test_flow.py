@@ -150,9 +150,11 @@ async def test_state_from_another_browser_is_refused(
 
 
 async def test_unknown_and_missing_state(gw: GatewayUnderTest, browser: httpx.AsyncClient) -> None:
-    response = await browser.get(f"{gw.url}/oidc/redirect", params={"state": "nope", "code": "x"})
+    response = await browser.get(
+        f"{gw.url}/oidc/redirect/testop", params={"state": "nope", "code": "x"}
+    )
     await assert_refused(gw, response, 400, "state_invalid")
-    response = await browser.get(f"{gw.url}/oidc/redirect", params={"code": "x"})
+    response = await browser.get(f"{gw.url}/oidc/redirect/testop", params={"code": "x"})
     await assert_refused(gw, response, 400, "state_invalid")
 
 
@@ -323,7 +325,7 @@ async def test_redirects_never_leave_the_idp_or_jitsi(
     authorize = (await op.discovery())["authorization_endpoint"]
     assert response.headers["location"].startswith(authorize + "?")
     query = parse_qs(urlsplit(response.headers["location"]).query)
-    assert query["redirect_uri"] == [f"{gw.url}/oidc/redirect"]
+    assert query["redirect_uri"] == [f"{gw.url}/oidc/redirect/testop"]
     assert query["code_challenge_method"] == ["S256"]
     assert query["response_type"] == ["code"]
     for key in ("state", "nonce", "code_challenge"):

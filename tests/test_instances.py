@@ -43,7 +43,7 @@ async def test_flow_started_on_one_instance_completes_on_another(
     op: TestOP, mongo_uri: str
 ) -> None:
     public = "http://127.0.0.1:9"  # the load balancer's address; never contacted
-    client = await op.register_client([f"{public}/oidc/redirect"])
+    client = await op.register_client([f"{public}/oidc/redirect/testop"])
     db = f"jog_test_{secrets.token_hex(6)}"
     shared: dict[str, Any] = {
         "public_url": public,
@@ -62,7 +62,7 @@ async def test_flow_started_on_one_instance_completes_on_another(
             callback = await op.login_over_http(
                 browser, started.headers["location"], "alice", "alice-pw"
             )
-            assert callback.startswith(f"{public}/oidc/redirect?")
+            assert callback.startswith(f"{public}/oidc/redirect/testop?")
             # The load balancer sends the IdP's answer to the other instance.
             finished = await browser.get(on(callback, two.url))
             assert finished.status_code == 302, finished.text
@@ -142,7 +142,7 @@ async def test_serve_processes_forks_supervised_workers(
     for _attempt in range(5):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        client = await op.register_client([f"{url}/oidc/redirect"])
+        client = await op.register_client([f"{url}/oidc/redirect/testop"])
         config = tmp_path / "settings.yaml"
         serve_settings(config, port, op, client, mongo_uri, db)
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}

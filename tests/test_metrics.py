@@ -127,7 +127,7 @@ async def test_json_logs_carry_request_id_and_no_secrets(
     raw = json_logs.getvalue()
     assert code not in raw and state not in raw
     access = [entry for entry in lines if entry["logger"] == "gateway.access"]
-    redirect = next(entry for entry in access if entry["path"] == "/oidc/redirect")
+    redirect = next(entry for entry in access if entry["path"] == "/oidc/redirect/testop")
     assert redirect["status"] == 302 and redirect["request_id"] == response.headers["X-Request-Id"]
     request_id = refused.headers["X-Request-Id"]
     mine = [entry for entry in lines if entry.get("request_id") == request_id]

@@ -156,12 +156,24 @@ async def test_session_from_one_idp_does_not_open_a_room_pinned_to_another(
 
 
 @pytest.mark.parametrize(
-    ("iss", "reason"),
-    [("other", "issuer_mismatch"), ("absent", "issuer_mismatch"), ("flow", "code_exchange_failed")],
-    ids=["iss-of-other-idp", "iss-removed", "iss-forged-to-flow-idp"],
+    ("path", "iss", "reason"),
+    [
+        ("kc2", "other", "issuer_mismatch"),
+        ("kc2", "absent", "issuer_mismatch"),
+        ("testop", "other", "issuer_mismatch"),
+        ("testop", "absent", "issuer_mismatch"),
+        ("testop", "flow", "code_exchange_failed"),
+    ],
+    ids=[
+        "at-other-idps-callback",
+        "at-other-idps-callback-no-iss",
+        "iss-of-other-idp",
+        "iss-removed",
+        "iss-forged-to-flow-idp",
+    ],
 )
 async def test_mix_up_callback_from_another_idp_is_refused(
-    three: GatewayUnderTest, op: TestOP, second_op: TestOP, iss: str, reason: str
+    three: GatewayUnderTest, op: TestOP, second_op: TestOP, path: str, iss: str, reason: str
 ) -> None:
     async with httpx.AsyncClient(follow_redirects=False) as browser:
         # The victim starts a flow with testop...
@@ -171,8 +183,10 @@ async def test_mix_up_callback_from_another_idp_is_refused(
         other = await three.start_and_login(
             browser, second_op, room="r", username="kc", password="kc-pw", idp="kc2"
         )
+        assert other.startswith(f"{three.url}/oidc/redirect/kc2?")
         iss_value = {"other": second_op.issuer, "absent": None, "flow": op.issuer}[iss]
         forged = with_query(other, state=state, iss=iss_value)
+        forged = forged.replace("/oidc/redirect/kc2?", f"/oidc/redirect/{path}?")
         response = await browser.get(forged)
     assert response.status_code in (400, 502)
     failures = [e async for e in three.store.audit.collection.find({"outcome": "failure"})]

@@ -49,7 +49,9 @@ async def behind_nginx(op: TestOP, mongo_uri: str, **overrides: Any) -> AsyncIte
     for _ in range(ATTEMPTS):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        client = await op.register_client([f"{url}/oidc/redirect"], **logout_client_metadata(url))
+        client = await op.register_client(
+            [f"{url}/oidc/redirect/testop"], **logout_client_metadata(url)
+        )
         idp = {"client_id": client["client_id"], "client_secret": client["client_secret"]}
         async with start_gateway(
             op, mongo_uri, public_url=url, jitsi={"base_url": url}, idp=idp, **overrides
@@ -185,7 +187,7 @@ async def sign_in_through(stack: Stack, op: TestOP, client: httpx.AsyncClient, s
     """Room URL -> nginx -> gateway -> OP login -> gateway -> back to the room; final URL."""
     authorize = await follow(client, start, op.issuer)
     callback = await op.login_over_http(client, authorize, "alice", "alice-pw")
-    assert callback.startswith(stack.url + "/oidc/redirect?")
+    assert callback.startswith(stack.url + "/oidc/redirect/testop?")
     return await _finish(stack, client, callback)
 
 

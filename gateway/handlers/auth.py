@@ -100,7 +100,7 @@ class AuthHandler(GatewayHandler):
             extra["login_hint"] = login_hint
         url = idp.rp.authorization_url(
             meta,
-            redirect_uri=settings.redirect_uri,
+            redirect_uri=settings.redirect_uri(idp.id),
             state=state,
             nonce=nonce,
             code_challenge=s256_challenge(verifier),

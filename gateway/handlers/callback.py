@@ -1,4 +1,4 @@
-"""``GET /oidc/redirect``: the IdP's answer. State first, then code, then identity."""
+"""``GET /oidc/redirect/<idp>``: the IdP's answer. State first, then code, then identity."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 class CallbackHandler(GatewayHandler):
     identity: Identity | None = None  # once known, refusals are audited with it
 
-    async def get(self) -> None:
+    async def get(self, path_idp: str) -> None:
         flow: Flow | None = None
         try:
             state = self.param("state", 512)
@@ -32,6 +32,10 @@ class CallbackHandler(GatewayHandler):
             binding = self.read_gateway_cookie(self.gateway.settings.cookies.flow_name, 1)
             # Consume before anything else: a refused state never reaches the token endpoint.
             flow = await self.gateway.store.flows.consume(state, binding, self.gateway.now())
+            if path_idp != flow.idp:  # an answer meant for another IdP's callback: mix-up
+                raise GatewayError(
+                    "issuer_mismatch", f"flow for {flow.idp} answered at {path_idp}'s redirect URI"
+                )
             await self.finish_login(flow)
         except GatewayError as exc:
             await self.refuse(
@@ -63,7 +67,7 @@ class CallbackHandler(GatewayHandler):
         tokens = await idp.rp.redeem(
             code,
             code_verifier=flow.code_verifier,
-            redirect_uri=settings.redirect_uri,
+            redirect_uri=settings.redirect_uri(idp.id),
             nonce=flow.nonce,
         )
         if iss is not None and tokens.claims.get("iss") != iss:

@@ -163,7 +163,7 @@ async def start_gateway(
     port = sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     client = await op.register_client(
-        [f"{url}/oidc/redirect"],
+        [f"{url}/oidc/redirect/{overrides.get('idp', {}).get('id', 'testop')}"],
         token_endpoint_auth_method=auth_method,
         client_secret=client_secret,
         **(logout_client_metadata(url) if logout_client else {}),
@@ -171,7 +171,7 @@ async def start_gateway(
     db = f"jog_test_{secrets.token_hex(6)}"
     extra_idps = []
     for other_op, idp_overrides in more_idps:
-        registered = await other_op.register_client([f"{url}/oidc/redirect"])
+        registered = await other_op.register_client([f"{url}/oidc/redirect/{idp_overrides['id']}"])
         extra_idps.append(
             {
                 "adapter": "generic",
