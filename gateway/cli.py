@@ -83,7 +83,15 @@ async def run_server(
     if uri is None:
         path = Path(settings.mongodb.embedded_path)
         await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
-        embedded = await asyncio.to_thread(EmbeddedMongo(path).start)
+        try:
+            embedded = await asyncio.to_thread(EmbeddedMongo(path).start)
+        except RuntimeError as exc:
+            raise ConfigError(
+                [
+                    f"mongodb.uri: empty, and the embedded store cannot start ({exc}); set a "
+                    "MongoDB URI, or pip install secantusdb==0.7.0b3 for local use"
+                ]
+            ) from None
         uri = embedded.uri
         log.warning(
             "mongodb.uri is empty: using the embedded SecantusDB at %s (not for production)", path

@@ -74,10 +74,20 @@ class Mongo(Strict):
 
 
 class Cookies(Strict):
+    """Signed cookies. Names may carry the ``__Host-`` prefix (needs ``secure``): browsers
+    then refuse the cookie from sibling subdomains, so none can plant a session or flow."""
+
     secret: SecretStr
     secure: bool = True
-    session_name: str = Field("jog_session", pattern=r"^[A-Za-z0-9_]{1,40}$")
-    flow_name: str = Field("jog_flow", pattern=r"^[A-Za-z0-9_]{1,40}$")
+    session_name: str = Field("jog_session", pattern=r"^(__Host-)?[A-Za-z0-9_]{1,40}$")
+    flow_name: str = Field("jog_flow", pattern=r"^(__Host-)?[A-Za-z0-9_]{1,40}$")
+
+    @model_validator(mode="after")
+    def _host_prefix_needs_secure(self) -> Cookies:
+        for name in (self.session_name, self.flow_name):
+            if name.startswith("__Host-") and not self.secure:
+                raise ValueError(f"cookie name {name!r} needs secure: true (HTTPS)")
+        return self
 
     @field_validator("secret")
     @classmethod

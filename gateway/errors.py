@@ -25,7 +25,6 @@ REASONS = {
     "userinfo_failed": "the userinfo endpoint failed or returned another subject",
     "claims_invalid": "the adapter could not build an identity from the claims",
     "policy_denied": "the policy refused this person or room",
-    "session_missing": "no live gateway session",
     "store_unavailable": "MongoDB could not be reached",
     "admin_unauthorized": "an admin API request without a valid admin bearer token",
     "cross_site_request": "a logout POST from another site (Origin / Sec-Fetch-Site)",

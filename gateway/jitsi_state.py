@@ -26,7 +26,7 @@ def room_from_state(state: str, room_param: str | None) -> tuple[str, str | None
         raise GatewayError("bad_request", "state longer than allowed")
     try:
         doc: Any = json.loads(state)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
         raise GatewayError("bad_request", "state is not JSON") from None
     if not isinstance(doc, dict) or len(doc) > MAX_KEYS:
         raise GatewayError("bad_request", "state is not a small JSON object")

@@ -5,7 +5,8 @@ condition it names holds (within one condition, any listed value will do):
 
 - ``idps``: the identity's IdP id
 - ``groups`` / ``roles``: namespaced names as the adapters emit them (``kc:/staff``); when
-  the IdP cut the group list (Entra overage not resolved) a group condition never holds
+  the IdP cut the group list (Entra overage not resolved) the groups are unknown, which fails
+  closed: an allowing rule's group condition does not hold, a refusing rule's does
 - ``email_domains``: the e-mail's domain, only when the IdP asserted it verified
 - ``tenants``: the identity's tenant (Google ``hd``, Entra ``tid``, Keycloak realm)
 - ``rooms``: globs on the lower-cased room name
@@ -36,7 +37,11 @@ from adapters.base import Identity
 
 ROOM_GLOB = re.compile(r"[a-z0-9_~*?\[\]!-]{1,128}")
 FEATURE = re.compile(r"[a-z][a-z0-9-]{0,40}")
+DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+# Jitsi Meet's MEET_FEATURES (react/features/base/jwt/constants).
 KNOWN_FEATURES = (
+    "branding",
+    "calendar",
     "recording",
     "livestreaming",
     "transcription",
@@ -102,6 +107,14 @@ class Rule(Outcome):
     def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(x.strip().lower() for x in v)
 
+    @field_validator("email_domains")
+    @classmethod
+    def _domains(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for domain in v:
+            if not DOMAIN.fullmatch(domain):
+                raise ValueError(f"{domain!r} is not a domain name (no @, e.g. example.org)")
+        return v
+
 
 class PolicySettings(_Strict):
     default: Literal["allow", "deny"] = "allow"
@@ -134,6 +147,12 @@ class PolicySettings(_Strict):
                             "(names are namespaced, e.g. kc:/staff)"
                         )
         for where, layer in layers:
+            for name in layer.features or {}:
+                if name not in KNOWN_FEATURES:
+                    out.append(
+                        f"{where}.features: unknown Jitsi feature {name!r} "
+                        f"(known: {', '.join(KNOWN_FEATURES)})"
+                    )
             if layer.room_scope == "any" and not wildcard_allowed:
                 out.append(f"{where}.room_scope: 'any' needs jitsi.room_wildcard: true")
         names = [r.name for r in self.rules]
@@ -246,9 +265,12 @@ def _match(rule: Rule, identity: Identity, room: str | None) -> tuple[bool, str]
         if identity.idp not in rule.idps:
             return False, f"idp {identity.idp} not in {list(rule.idps)}"
         hits.append(f"idp {identity.idp}")
-    if rule.groups:
-        if not identity.groups_complete:
+    if rule.groups and not identity.groups_complete:
+        # Fail closed: an unknown list never grants a group, and never escapes a refusal.
+        if rule.allow:
             return False, "groups unknown (the IdP cut the list; overage not resolved)"
+        hits.append("groups unknown, so the refusal applies")
+    elif rule.groups:
         found = next((g for g in rule.groups if g in identity.groups), None)
         if found is None:
             return False, f"no group in {list(rule.groups)}"

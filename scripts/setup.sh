@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent):
-# Debian packages (with --test: chromium and nginx), a virtualenv in .venv with the pinned Python
+# Debian packages (npm and python3-venv when missing; with --test: chromium and nginx), a virtualenv in .venv with the pinned Python
 # packages and this project, and the test OpenID Provider's npm packages (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
+# The demo and the tests run the test OpenID Provider on Node (the pinned node from npm);
+# npm itself and Python's venv module come from Debian when missing.
+command -v npm >/dev/null || apt_packages+=(nodejs npm)
+python3 -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)
 if [[ "${1:-}" == "--test" ]]; then
   command -v chromium >/dev/null || apt_packages+=(chromium)
   # Tests start the real nginx in front of the gateway (tests/test_nginx.py).

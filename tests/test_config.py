@@ -497,3 +497,11 @@ def test_error_messages_never_echo_secrets() -> None:
     joined = "\n".join(problems)
     assert "CHANGE-ME-but-this-is-a-long-one-0123456789" not in joined
     assert "tiny-app-secret" not in joined
+
+
+def test_host_prefixed_cookie_needs_secure() -> None:
+    data = minimal()
+    data["cookies"] = {**data["cookies"], "secure": False, "session_name": "__Host-s"}
+    assert any("'__Host-s' needs secure: true" in p for p in problems_of(data))
+    data["cookies"]["secure"] = True
+    assert settings_from_dict(data).cookies.session_name == "__Host-s"

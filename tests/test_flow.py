@@ -8,7 +8,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import jwt
 import pytest
+from tornado.web import create_signed_value, decode_signed_value
 
+from gateway.oidc.pkce import sha256_hex
 from tests.conftest import ID_TOKEN_TTL
 from tests.support.gateway import (
     APP_SECRET,
@@ -84,16 +86,44 @@ async def test_tenant_room_and_single_sign_on_into_second_room(
     assert events.count("token_minted") == 2
 
 
-async def test_session_id_is_fresh_at_every_login(
+async def test_planted_session_cookie_is_never_adopted(
     gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
 ) -> None:
+    """Session fixation: a validly signed cookie planted before login is replaced."""
     name = gw.settings.cookies.session_name
+    secret = gw.settings.cookies.secret.get_secret_value()
+    planted = "attacker-chosen-session-id"
+    browser.cookies.set(name, create_signed_value(secret, name, planted).decode(), "127.0.0.1")
     await gw.sign_in(browser, op)
-    first = browser.cookies.get(name)
-    browser.cookies.delete(name)
-    await gw.sign_in(browser, op)
-    second = browser.cookies.get(name)
-    assert first and second and first != second
+    value = decode_signed_value(secret, name, browser.cookies.get(name).strip('"'))
+    assert value is not None and value.decode() != planted
+    ids = [d["_id"] async for d in gw.store.sessions.collection.find({})]
+    assert ids == [sha256_hex(value.decode())]
+
+
+async def test_a_new_login_ends_the_previous_session(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    first = await gw.start_and_login(browser, op, room="one")
+    second = await gw.start_and_login(browser, op, room="two")  # both flows open
+    assert (await browser.get(first)).status_code == 302
+    name = gw.settings.cookies.session_name
+    secret = gw.settings.cookies.secret.get_secret_value()
+    old = decode_signed_value(secret, name, browser.cookies.get(name).strip('"')).decode()
+    assert (await browser.get(second)).status_code == 302
+    new = decode_signed_value(secret, name, browser.cookies.get(name).strip('"')).decode()
+    assert new != old
+    ids = [d["_id"] async for d in gw.store.sessions.collection.find({})]
+    assert ids == [sha256_hex(new)]
+
+
+async def test_cookies_are_secure_by_default(op: TestOP, mongo_uri: str) -> None:
+    async with start_gateway(op, mongo_uri, cookies={"secure": True}) as gw:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{gw.url}/oidc/auth", params={"room": "r"})
+        header = response.headers["set-cookie"]
+        assert header.startswith(gw.settings.cookies.flow_name + "=")
+        assert "Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
 
 
 async def test_client_secret_post_and_odd_secret_basic(
@@ -415,3 +445,13 @@ async def test_userinfo_is_read_when_configured(
         doc = await gw.store.sessions.collection.find_one({})
         assert doc["identity"]["name"] == "Alice Example"
         assert doc["identity"]["groups"] == ["testop:staff"]
+
+
+async def test_host_prefixed_cookie_names(op: TestOP, mongo_uri: str) -> None:
+    cookies = {"secure": True, "session_name": "__Host-jog_session", "flow_name": "__Host-jog_flow"}
+    async with start_gateway(op, mongo_uri, cookies=cookies) as gw:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{gw.url}/oidc/auth", params={"room": "r"})
+        header = response.headers["set-cookie"]
+        assert header.startswith("__Host-jog_flow=") and "Path=/" in header and "Secure" in header
+        assert "Domain" not in header

@@ -89,6 +89,17 @@ def test_conditions(conditions: dict[str, Any], identity: Identity, room: str, m
     assert decision.rule == ('rule 1 "r1"' if matches else "default")
 
 
+def test_groups_unknown_never_escapes_a_refusal() -> None:
+    engine = policy(
+        [{"name": "banned", "groups": ["kc:/banned"], "allow": False}, {"name": "all"}],
+        default="allow",
+    )
+    unknown = who(groups=(), groups_complete=False)
+    for decision in (engine.sign_in(unknown), engine.room(unknown, "r")):
+        assert (decision.allowed, decision.rule) == (False, 'rule 1 "banned"')
+    assert engine.room(who(), "r").rule == 'rule 2 "all"'
+
+
 def test_groups_unknown_is_reported_in_the_trail() -> None:
     engine = policy([{"name": "staff", "groups": ["kc:/staff"]}], default="deny")
     decision = engine.room(who(groups=(), groups_complete=False), "r")
@@ -252,6 +263,10 @@ def test_guest_rooms() -> None:
         ),
         ({"rules": [{"name": "a"}, {"name": "a"}]}, "rule name 'a' is used twice"),
         ({"guest_rooms": ["Lobby/*"]}, "policy.guest_rooms[0]: malformed room pattern"),
+        (
+            {"defaults": {"features": {"bogus-feature": True}}},
+            "policy.defaults.features: unknown Jitsi feature 'bogus-feature'",
+        ),
     ],
     ids=[
         "unknown-idp",
@@ -261,6 +276,7 @@ def test_guest_rooms() -> None:
         "wildcard-not-enabled",
         "duplicate-name",
         "bad-guest-pattern",
+        "unknown-feature",
     ],
 )
 def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) -> None:
@@ -276,6 +292,8 @@ def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) ->
         {"name": "a", "features": {"Recording!": True}},
         {"name": "a", "unknown_key": 1},
         {"name": "a", "token_lifetime_seconds": 5},
+        {"name": "a", "email_domains": ["@@@"]},
+        {"name": "a", "email_domains": ["user@corp.example"]},
     ],
     ids=[
         "malformed-room-pattern",
@@ -283,6 +301,8 @@ def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) ->
         "bad-feature-name",
         "typo-key",
         "lifetime-too-short",
+        "email-domain-garbage",
+        "email-address-not-domain",
     ],
 )
 def test_malformed_rules_are_rejected(rule: dict[str, Any]) -> None:

@@ -41,7 +41,6 @@ STATUS = {
     "userinfo_failed": 502,
     "claims_invalid": 403,
     "policy_denied": 403,
-    "session_missing": 401,
     "store_unavailable": 503,
     "admin_unauthorized": 401,
 }
@@ -65,7 +64,6 @@ PUBLIC_TEXT = {
     "userinfo_failed": ("Sign-in could not be completed", "Your profile could not be read."),
     "claims_invalid": ("Your account cannot be used here", "Your profile is missing details."),
     "policy_denied": ("Access refused", "Your account may not join this meeting."),
-    "session_missing": ("Please sign in", "Your session has ended."),
     "store_unavailable": ("Sign-in is unavailable", "Please try again in a moment."),
     "admin_unauthorized": ("Not authorised", "A valid admin token is required."),
 }

@@ -98,6 +98,9 @@ class CallbackHandler(GatewayHandler):
         )
         if not decision.allowed:
             raise GatewayError("policy_denied", decision.reason, rule=decision.rule)
+        previous = self.session_id()
+        if previous:  # a new sign-in ends whatever session this browser had before
+            await self.gateway.store.sessions.delete(previous)
         session_id = random_token()  # always fresh: never reuse an id from before login
         now = self.gateway.now()
         lifetime = settings.session.lifetime_seconds

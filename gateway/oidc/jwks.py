@@ -101,6 +101,8 @@ class JwksCache:
         return candidates[0][1] if len(candidates) == 1 else None
 
 
+ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+ASYMMETRIC |= {"EdDSA"}
 _KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 _CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
@@ -123,8 +125,10 @@ def _parse(doc: Any) -> list[tuple[dict[str, Any], jwt.PyJWK]]:
             continue
         if data.get("kty") == "oct":  # never accept a symmetric key from a public JWKS
             continue
+        if "alg" in data and data["alg"] not in ASYMMETRIC:
+            continue
         try:
             keys.append((data, jwt.PyJWK(data, algorithm=data.get("alg"))))
-        except PyJWTError:  # PyJWKError and InvalidKeyError: skip the key, keep the others
+        except (PyJWTError, NotImplementedError):  # an unusable key is skipped, not fatal
             continue
     return keys

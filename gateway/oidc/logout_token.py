@@ -28,7 +28,7 @@ def unverified_issuer(token: str) -> str | None:
     """The ``iss`` claim read without verification: only to pick the IdP whose keys verify."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except InvalidTokenError:
+    except (InvalidTokenError, RecursionError):
         return None
     iss = claims.get("iss") if isinstance(claims, dict) else None
     return iss if isinstance(iss, str) else None

@@ -149,7 +149,7 @@ def unverified_parts(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except InvalidTokenError as exc:
+    except (InvalidTokenError, RecursionError) as exc:  # RecursionError: absurd JSON nesting
         raise IdTokenError("format", type(exc).__name__) from None
     if not isinstance(claims, dict):
         raise IdTokenError("format", "payload is not a JSON object")
