@@ -10,6 +10,8 @@ condition it names holds (within one condition, any listed value will do):
 - ``email_domains``: the e-mail's domain, only when the IdP asserted it verified
 - ``tenants``: the identity's tenant (Google ``hd``, Entra ``tid``, Keycloak realm)
 - ``rooms``: globs on the lower-cased room name
+- ``url_tenants``: the tenant of the room's URL (``/<tenant>/<room>``; ``""`` for none), so a
+  multi-tenant Jitsi can keep each organisation's people in its own tenant
 
 Two decisions use the same list. At **sign-in** the room is not part of the question:
 rules are read for their identity conditions only; an allowing rule (with or without
@@ -91,6 +93,9 @@ class Rule(Outcome):
     email_domains: tuple[str, ...] = ()
     tenants: tuple[str, ...] = ()
     rooms: tuple[str, ...] = ()
+    url_tenants: tuple[str, ...] = Field(
+        (), description='tenants in the room URL (/<tenant>/<room>); "" is a URL without one'
+    )
 
     @field_validator("rooms")
     @classmethod
@@ -102,7 +107,7 @@ class Rule(Outcome):
                 )
         return v
 
-    @field_validator("email_domains", "tenants")
+    @field_validator("email_domains", "tenants", "url_tenants")
     @classmethod
     def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(x.strip().lower() for x in v)
@@ -194,21 +199,24 @@ class Policy:
         trail: list[str] = []
         for i, rule in enumerate(self.settings.rules, start=1):
             label = f'rule {i} "{rule.name}"'
-            if rule.rooms and not rule.allow:
+            about_rooms = bool(rule.rooms or rule.url_tenants)
+            if about_rooms and not rule.allow:
                 trail.append(f"{label}: skipped at sign-in (refuses rooms, not people)")
                 continue
-            matched, why = _match(rule, identity, room=None)
+            matched, why = _match(rule, identity, room=None, url_tenant=None)
             trail.append(f"{label}: {'matched ' if matched else ''}{why}")
             if matched:
-                verb = "matched" if not rule.rooms else "admits for some rooms:"
+                verb = "admits for some rooms:" if about_rooms else "matched"
                 return Decision(rule.allow, label, f"{label} {verb} {why}", tuple(trail))
         return self._default(trail, identity)
 
-    def room(self, identity: Identity, room: str) -> Decision:
+    def room(self, identity: Identity, room: str, url_tenant: str | None = None) -> Decision:
+        """The decision for ``room`` (and the tenant of its URL, ``/<tenant>/<room>``)."""
         trail: list[str] = []
+        tenant = (url_tenant or "").lower()
         for i, rule in enumerate(self.settings.rules, start=1):
             label = f'rule {i} "{rule.name}"'
-            matched, why = _match(rule, identity, room=room.lower())
+            matched, why = _match(rule, identity, room=room.lower(), url_tenant=tenant)
             trail.append(f"{label}: {'matched ' if matched else ''}{why}")
             if matched:
                 return self._outcome(
@@ -258,7 +266,9 @@ class Policy:
         )
 
 
-def _match(rule: Rule, identity: Identity, room: str | None) -> tuple[bool, str]:
+def _match(
+    rule: Rule, identity: Identity, room: str | None, url_tenant: str | None
+) -> tuple[bool, str]:
     """Whether every condition holds; the text names what matched or what did not."""
     hits: list[str] = []
     if rule.idps:
@@ -299,4 +309,9 @@ def _match(rule: Rule, identity: Identity, room: str | None) -> tuple[bool, str]
         if pattern is None:
             return False, f"room {room} not in {list(rule.rooms)}"
         hits.append(f"room {room} ~ {pattern}")
+    if rule.url_tenants and url_tenant is not None:
+        if url_tenant not in rule.url_tenants:
+            shown = url_tenant or "(none)"
+            return False, f"URL tenant {shown} not in {list(rule.url_tenants)}"
+        hits.append(f"URL tenant {url_tenant or '(none)'}")
     return True, ", ".join(hits) or "(no conditions)"

@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--roles", default="", help="comma-separated role names")
     p.add_argument("--email")
     p.add_argument("--email-verified", action="store_true")
-    p.add_argument("--tenant")
+    p.add_argument("--tenant", help="the identity's tenant (hd, tid, realm)")
+    p.add_argument("--url-tenant", help="the tenant in the room URL (/<tenant>/<room>)")
     p.add_argument("--groups-unknown", action="store_true", help="as after an Entra overage")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_explain)
@@ -93,7 +94,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     identity = build_identity(settings, args)
     policy = Policy(settings.policy)
     sign_in = policy.sign_in(identity)
-    room = policy.room(identity, args.room)
+    room = policy.room(identity, args.room, args.url_tenant)
     if args.json:
         print(
             json.dumps(

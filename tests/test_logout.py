@@ -291,6 +291,48 @@ async def test_backchannel_accepts_a_crafted_valid_token(
     assert await session_docs(lgw) == []
 
 
+async def test_backchannel_replayed_token_is_refused(
+    lgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """A captured logout token cannot end sessions created after it."""
+    claims = base_claims(lgw, op, "sid-before-login")
+    claims.pop("sid")
+    token = await op.sign(claims)
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            f"{lgw.url}/oidc/backchannel-logout", data={"logout_token": token}
+        )
+        assert first.status_code == 200
+        await signed_in(lgw, op, browser)
+        again = await client.post(
+            f"{lgw.url}/oidc/backchannel-logout", data={"logout_token": token}
+        )
+    assert again.status_code == 400
+    assert len(await session_docs(lgw)) == 1
+    failure = (await events(lgw, "backchannel_logout"))[-1]
+    assert failure["outcome"] == "failure" and failure["detail"].startswith("jti:")
+
+
+async def test_backchannel_picks_the_idp_named_in_aud(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    """Two IdP entries on one issuer (two clients of one realm): the token's aud decides."""
+    more = [(op, {"id": "second", "display_name": "Second client"})]
+    async with start_gateway(op, mongo_uri, more_idps=more) as gw:
+        await gw.sign_in(browser, op, idp="second")
+        [doc] = await session_docs(gw)
+        second = gw.settings.idp("second")
+        assert second is not None and doc["identity"]["idp"] == "second"
+        claims = base_claims(gw, op, doc["idp_sid"]) | {"aud": second.client_id}
+        token = await op.sign(claims)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{gw.url}/oidc/backchannel-logout", data={"logout_token": token}
+            )
+        assert response.status_code == 200, response.text
+        assert await session_docs(gw) == []
+
+
 async def test_backchannel_sub_only_ends_every_session_of_that_person(
     lgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
 ) -> None:

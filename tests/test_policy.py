@@ -308,3 +308,23 @@ def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) ->
 def test_malformed_rules_are_rejected(rule: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         PolicySettings.model_validate({"rules": [rule]})
+
+
+@pytest.mark.parametrize(
+    ("url_tenant", "allowed"),
+    [("acme", True), ("ACME", True), ("globex", False), (None, False)],
+    ids=["own-tenant", "case", "other-tenant", "no-tenant"],
+)
+def test_url_tenants_keep_people_in_their_tenant(url_tenant: str | None, allowed: bool) -> None:
+    engine = policy(
+        [{"name": "acme-people", "tenants": ["acme"], "url_tenants": ["acme"]}], default="deny"
+    )
+    decision = engine.room(who(tenant="acme"), "r", url_tenant)
+    assert decision.allowed is allowed
+
+
+def test_url_tenant_refusal_does_not_refuse_sign_in() -> None:
+    engine = policy([{"name": "no-globex", "url_tenants": ["globex"], "allow": False}])
+    assert engine.sign_in(who()).allowed is True
+    assert engine.room(who(), "r", "globex").allowed is False
+    assert engine.room(who(), "r", None).allowed is True

@@ -137,3 +137,18 @@ async def test_outsider_is_refused_at_sign_in(
     assert event["rule"] == 'rule 3 "everyone-else"'
     assert event["detail"] == 'rule 3 "everyone-else" matched (no conditions)'
     assert event["subject"] == "bob-sub"
+
+
+async def test_url_tenant_condition_at_tokenize(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    policy = {"default": "deny", "rules": [{"name": "acme-only", "url_tenants": ["acme"]}]}
+    async with start_gateway(op, mongo_uri, policy=policy) as gw:
+        allowed = await gw.sign_in(browser, op, room="r1", tenant="Acme")
+        assert claims_of(allowed)["sub"] == "acme"
+        refused = await browser.get(
+            f"{gw.url}/oidc/tokenize", params={"room": "r1", "tenant": "globex"}
+        )
+        assert refused.status_code == 403
+        event = await last_event(gw, event="room_refused")
+        assert (event["tenant"], event["rule"]) == ("globex", "default")

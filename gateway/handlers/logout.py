@@ -16,13 +16,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
-from gateway.oidc.logout_token import LogoutTokenError, LogoutTokenVerifier, unverified_issuer
+from gateway.oidc.logout_token import (
+    LogoutTokenError,
+    LogoutTokenVerifier,
+    unverified_issuer_and_audience,
+)
 from gateway.oidc.pkce import sha256_hex
 from gateway.oidc.verify import VerifierConfig
 from gateway.store.sessions import SessionRecord
@@ -181,6 +186,18 @@ class BackchannelLogoutHandler(GatewayHandler):
             await self.reject(idp, "idp", exc.detail)
             return
         sid, sub = claims.get("sid"), claims.get("sub")
+        max_age = self.gateway.settings.logout.logout_token_max_age_seconds
+        keep_until = self.gateway.now() + timedelta(seconds=2 * max_age + 300)
+        try:
+            fresh = await self.gateway.store.replays.first_use(
+                claims["iss"], claims["jti"], keep_until
+            )
+        except GatewayError:
+            self.fail(503, "temporarily_unavailable", "sessions cannot be reached")
+            return
+        if not fresh:
+            await self.reject(idp, "jti", "this logout token was already used")
+            return
         try:
             ended = await self.gateway.store.sessions.end_at_idp(idp.id, sid=sid, sub=sub)
         except GatewayError:
@@ -198,17 +215,20 @@ class BackchannelLogoutHandler(GatewayHandler):
         self.finish()
 
     def idp_for(self, token: str) -> ConfiguredIdP | None:
-        """The configured IdP whose issuer the token names (before any key is fetched)."""
-        iss = unverified_issuer(token)
+        """The configured IdP the token is for (before any key is fetched): its issuer, and
+        among IdPs sharing an issuer (two clients of one realm) the one in ``aud``."""
+        iss, audiences = unverified_issuer_and_audience(token)
         if iss is None:
             return None
-        for idp in self.gateway.idps.values():
-            if iss == idp.config.issuer:
-                return idp
-        for idp in self.gateway.idps.values():
-            if isinstance(idp.adapter, IssuerResolver) and "{" in idp.config.issuer:
-                return idp
-        return None
+        candidates = [i for i in self.gateway.idps.values() if i.config.issuer == iss]
+        if not candidates:
+            candidates = [
+                i
+                for i in self.gateway.idps.values()
+                if isinstance(i.adapter, IssuerResolver) and "{" in i.config.issuer
+            ]
+        addressed = [i for i in candidates if i.config.client_id in audiences]
+        return (addressed or candidates or [None])[0]
 
     def verifier(self, idp: ConfiguredIdP) -> _LazyVerifier:
         return _LazyVerifier(self, idp)

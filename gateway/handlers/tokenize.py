@@ -50,7 +50,7 @@ class TokenizeHandler(GatewayHandler):
             )
 
     async def mint_and_redirect(self, identity: Identity, room: str, tenant: str | None) -> None:
-        decision = self.gateway.policy.room(identity, room)
+        decision = self.gateway.policy.room(identity, room, tenant)
         log.debug(
             "room %s for %s: %s (%s)",
             room,

@@ -24,14 +24,18 @@ class LogoutTokenError(IdTokenError):
     """The logout token failed ``check``; ``detail`` says how (never the token itself)."""
 
 
-def unverified_issuer(token: str) -> str | None:
-    """The ``iss`` claim read without verification: only to pick the IdP whose keys verify."""
+def unverified_issuer_and_audience(token: str) -> tuple[str | None, list[str]]:
+    """``iss`` and ``aud`` read without verification: only to pick the IdP whose keys and
+    client id then verify the token."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except (InvalidTokenError, RecursionError):
-        return None
-    iss = claims.get("iss") if isinstance(claims, dict) else None
-    return iss if isinstance(iss, str) else None
+        return None, []
+    if not isinstance(claims, dict):
+        return None, []
+    iss, aud = claims.get("iss"), claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return (iss if isinstance(iss, str) else None), [a for a in audiences if isinstance(a, str)]
 
 
 class LogoutTokenVerifier(IdTokenVerifier):

@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 
 from gateway.store.audit import AuditLog
 from gateway.store.flows import FlowStore
+from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
 
 
@@ -20,6 +21,7 @@ class Store:
         self.flows = FlowStore(self.db["flows"])
         self.sessions = SessionStore(self.db["sessions"])
         self.audit = AuditLog(self.db["audit"])
+        self.replays = ReplayGuard(self.db["used_tokens"])
 
     @classmethod
     def connect(cls, uri: str, database: str, timeout_seconds: float = 5.0) -> Store:
@@ -38,6 +40,7 @@ class Store:
         await self.flows.ensure_indexes()
         await self.sessions.ensure_indexes()
         await self.audit.ensure_indexes()
+        await self.replays.ensure_indexes()
 
     async def ping(self) -> bool:
         try:

@@ -1,0 +1,36 @@
+"""Single-use token ids (back-channel logout ``jti``): a replayed token is refused.
+
+One document per used id, keyed by a SHA-256 of issuer and id; the unique ``_id`` makes the
+check atomic across instances, and a TTL index forgets ids once their token is too old to be
+accepted anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from gateway.errors import GatewayError
+from gateway.oidc.pkce import sha256_hex
+
+
+class ReplayGuard:
+    def __init__(self, collection: AsyncCollection) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("expires_at", expireAfterSeconds=0)
+
+    async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
+        """True the first time (issuer, id) is seen; False for a replay."""
+        try:
+            await self.collection.insert_one(
+                {"_id": sha256_hex(f"{issuer}\n{token_id}"), "expires_at": expires_at}
+            )
+        except DuplicateKeyError:
+            return False
+        except PyMongoError as exc:
+            raise GatewayError("store_unavailable", f"replays: {type(exc).__name__}") from None
+        return True
