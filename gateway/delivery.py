@@ -8,18 +8,14 @@ request has been through the gateway, so it is served by Jitsi rather than sent 
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from gateway.config import Delivery
 
 
-def deliver(delivery: Delivery, room_url: str) -> str:
-    """Turn ``<base>/<room>?jwt=T`` into the configured form (unchanged in query mode)."""
+def deliver(delivery: Delivery, room_page: str, token: str) -> str:
+    """The room page (``<base>/[<tenant>/]<room>``) with the token in the configured place."""
     if delivery.mode == "query":
-        return room_url
-    parts = urlsplit(room_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    token = next(v for k, v in query if k == "jwt")
-    rest = [(k, v) for k, v in query if k != "jwt"] + [(delivery.flag_parameter, "1")]
-    fragment = urlencode({"jwt": token})
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), fragment))
+        return f"{room_page}?{urlencode({'jwt': token})}"
+    flag = urlencode({delivery.flag_parameter: "1"})
+    return f"{room_page}?{flag}#{urlencode({'jwt': token})}"

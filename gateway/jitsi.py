@@ -104,7 +104,3 @@ class JitsiTokens:
         """``<base>/<tenant>/<room>``; names are pre-validated, quoted anyway."""
         path = "/".join(quote(p, safe="") for p in ((tenant,) if tenant else ()) + (room,))
         return f"{self.config.base_url}/{path}"
-
-    def room_url(self, room: str, tenant: str | None, token: str) -> str:
-        """``<base>/<tenant>/<room>?jwt=...``."""
-        return f"{self.room_page(room, tenant)}?{urlencode({'jwt': token})}"

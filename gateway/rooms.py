@@ -9,6 +9,7 @@ name, the redirect keeps what the person typed.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_~-]{1,128}")
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -20,3 +21,9 @@ def valid_room(value: str | None) -> bool:
 
 def valid_tenant(value: str | None) -> bool:
     return value is not None and TENANT_RE.fullmatch(value) is not None
+
+
+def room_link(path: str, room: str, tenant: str | None, **extra: str) -> str:
+    """A gateway or entry-rule link for a room: ``<path>?room=R[&tenant=T][&extra...]``."""
+    query = {"room": room, **({"tenant": tenant} if tenant else {}), **extra}
+    return f"{path}?{urlencode(query)}"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 import jwt
 import tornado.web
 
 from gateway.config import Jitsi
+from gateway.rooms import room_link
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Jitsi stand-in: {room}</title>
@@ -32,8 +32,7 @@ class RoomHandler(tornado.web.RequestHandler):
     def get(self, tenant: str | None, room: str) -> None:
         token = self.get_query_argument("jwt", None)
         if token is None:  # nginx's entry rule: no token, no flag -> the gateway
-            query = {"room": room, **({"tenant": tenant} if tenant else {})}
-            self.redirect(f"{self.gateway_url}/oidc/auth?{urlencode(query)}")
+            self.redirect(room_link(f"{self.gateway_url}/oidc/auth", room, tenant))
             return
         status, claims = self.check(token)
         self.set_header("Cache-Control", "no-store")

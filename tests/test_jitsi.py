@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.base import Identity
-from gateway.config import Jitsi
+from gateway.config import Delivery, Jitsi
+from gateway.delivery import deliver
 from gateway.jitsi import JitsiTokens, gravatar_url
 
 NOW = 1_700_000_000
@@ -299,7 +300,7 @@ def test_rs256_with_private_key_file(tmp_path: Path) -> None:
 )
 def test_room_url(base_url: str, room: str, tenant: str | None, path: str) -> None:
     token = "eyJhbGciOi.J+payload/=.sig"
-    url = tokens(base_url=base_url).room_url(room, tenant, token)
+    url = deliver(Delivery(), tokens(base_url=base_url).room_page(room, tenant), token)
     parts = urlsplit(url)
     base = urlsplit(base_url)
     assert (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
@@ -307,3 +308,9 @@ def test_room_url(base_url: str, room: str, tenant: str | None, path: str) -> No
     assert parse_qs(parts.query) == {"jwt": [token]}
     assert parts.fragment == ""
     assert url.endswith("?jwt=eyJhbGciOi.J%2Bpayload%2F%3D.sig")
+
+
+def test_fragment_delivery_carries_the_flag() -> None:
+    token = "a.b+c.d"
+    url = deliver(Delivery(mode="fragment"), tokens().room_page("Standup", "acme"), token)
+    assert url == f"{BASE}/acme/Standup?oidc=1#jwt=a.b%2Bc.d"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlencode
 
 from adapters.base import AuthorizationParams
 from gateway.errors import GatewayError
@@ -11,6 +10,7 @@ from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi_state import MAX_STATE, room_from_state
 from gateway.oidc.pkce import random_token, s256_challenge
+from gateway.rooms import room_link
 from gateway.routing import eligible_idps, idp_for_email
 from gateway.store.flows import Flow
 
@@ -31,7 +31,7 @@ class AuthHandler(GatewayHandler):
             eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
             identity = await self.current_identity()
             if identity is not None and identity.idp in {i.id for i in eligible}:
-                self.redirect(tokenize_url(room, tenant))
+                self.redirect(room_link("/oidc/tokenize", room, tenant))
                 return
             if idp_id is not None:
                 idp = next((i for i in eligible if i.id == idp_id), None)
@@ -57,9 +57,8 @@ class AuthHandler(GatewayHandler):
         eligible: list[ConfiguredIdP],
         login_hint: str | None,
     ) -> None:
-        base = {"room": room, **({"tenant": tenant} if tenant else {})}
         choices = [
-            (idp.id, idp.config.label, "/oidc/auth?" + urlencode({**base, "idp": idp.id}))
+            (idp.id, idp.config.label, room_link("/oidc/auth", room, tenant, idp=idp.id))
             for idp in eligible
         ]
         self.render(
@@ -108,7 +107,3 @@ class AuthHandler(GatewayHandler):
         )
         await self.audit("flow_started", "success", idp=idp.id, room=room, tenant=tenant)
         self.redirect(url)
-
-
-def tokenize_url(room: str, tenant: str | None) -> str:
-    return "/oidc/tokenize?" + urlencode({"room": room, **({"tenant": tenant} if tenant else {})})

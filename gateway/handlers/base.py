@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 from tornado.web import HTTPError, RequestHandler
 
@@ -19,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.logging_setup import bind_request_id
 from gateway.metrics import observe_audit
 from gateway.oidc.pkce import sha256_hex
-from gateway.rooms import valid_room, valid_tenant
+from gateway.rooms import room_link, valid_room, valid_tenant
 
 log = logging.getLogger("gateway.handlers")
 
@@ -235,10 +234,7 @@ class GatewayHandler(RequestHandler):
             **error.audit,
         )
         title, message = PUBLIC_TEXT[error.reason]
-        retry_url = None
-        if room is not None:
-            query = {"room": room, **({"tenant": tenant} if tenant else {})}
-            retry_url = "/oidc/auth?" + urlencode(query)
+        retry_url = room_link("/oidc/auth", room, tenant) if room is not None else None
         self.set_status(STATUS[error.reason])
         self.render_error_page(title, message, retry_url=retry_url, guest_url=guest_url)
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 from adapters.base import AccessDenied, AdapterError, Identity, IdentityEnricher
 from gateway.errors import GatewayError
-from gateway.handlers.auth import tokenize_url
 from gateway.handlers.base import GatewayHandler
 from gateway.http import UpstreamError
 from gateway.oidc.metadata import issuer_matches
 from gateway.oidc.pkce import random_token
+from gateway.rooms import room_link
 from gateway.store.flows import Flow
 
 log = logging.getLogger(__name__)
@@ -124,4 +124,4 @@ class CallbackHandler(GatewayHandler):
             rule=decision.rule,
             decision=decision.reason,
         )
-        self.redirect(tokenize_url(flow.room, flow.tenant))
+        self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant))

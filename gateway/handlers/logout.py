@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import logging
 from datetime import timedelta
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
@@ -25,11 +25,9 @@ from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
 from gateway.oidc.logout_token import (
     LogoutTokenError,
-    LogoutTokenVerifier,
     unverified_issuer_and_audience,
 )
 from gateway.oidc.pkce import sha256_hex
-from gateway.oidc.verify import VerifierConfig
 from gateway.store.sessions import SessionRecord
 
 log = logging.getLogger("gateway.handlers")
@@ -132,16 +130,11 @@ class LogoutHandler(GatewayHandler):
         except GatewayError as exc:
             log.warning("no IdP logout for %s: %s", idp.id, exc.detail)
             return None
-        if not meta.end_session_endpoint:
-            return None
-        params = {
-            "id_token_hint": record.id_token,
-            "post_logout_redirect_uri": f"{settings.public_url}/oidc/logged-out",
-            "client_id": idp.config.client_id,
-        }
-        parts = urlsplit(meta.end_session_endpoint)
-        query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        return idp.rp.end_session_url(
+            meta,
+            id_token=record.id_token,
+            post_logout_redirect_uri=f"{settings.public_url}/oidc/logged-out",
+        )
 
     def render_logged_out(self) -> None:
         self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
@@ -176,7 +169,7 @@ class BackchannelLogoutHandler(GatewayHandler):
             await self.reject(None, "iss", "no configured IdP has this issuer")
             return
         try:
-            claims = await self.verifier(idp).verify_logout(
+            claims = await idp.rp.verify_logout_token(
                 token, self.gateway.settings.logout.logout_token_max_age_seconds
             )
         except LogoutTokenError as exc:
@@ -230,9 +223,6 @@ class BackchannelLogoutHandler(GatewayHandler):
         addressed = [i for i in candidates if i.config.client_id in audiences]
         return (addressed or candidates or [None])[0]
 
-    def verifier(self, idp: ConfiguredIdP) -> _LazyVerifier:
-        return _LazyVerifier(self, idp)
-
     async def reject(self, idp: ConfiguredIdP | None, check: str, detail: str) -> None:
         log.info("back-channel logout refused: %s: %s", check, detail)
         await self.audit(
@@ -248,32 +238,3 @@ class BackchannelLogoutHandler(GatewayHandler):
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")
         self.finish({"error": error, "error_description": description})
-
-
-class _LazyVerifier:
-    """Loads the IdP's metadata (and so its key set) before building the verifier."""
-
-    def __init__(self, handler: GatewayHandler, idp: ConfiguredIdP) -> None:
-        self.handler = handler
-        self.idp = idp
-
-    async def verify_logout(self, token: str, max_age: int) -> dict:
-        await self.idp.rp.metadata()
-        cfg = self.idp.config
-        assert self.idp.rp.jwks is not None
-        adapter = self.idp.adapter
-        issuer_check = None
-        if isinstance(adapter, IssuerResolver):
-
-            def issuer_check(iss: str, claims: dict) -> bool:
-                return iss == adapter.resolve_issuer(cfg.issuer, claims)
-
-        verifier = LogoutTokenVerifier(
-            VerifierConfig(
-                cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
-            ),
-            self.idp.rp.jwks,
-            clock=self.handler.gateway.clock,
-            issuer_check=issuer_check,
-        )
-        return await verifier.verify_logout(token, max_age)

@@ -13,6 +13,7 @@ from adapters.base import Identity
 from gateway.delivery import deliver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
+from gateway.rooms import room_link
 from gateway.routing import eligible_idps
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,7 @@ class TokenizeHandler(GatewayHandler):
             eligible = {i.id for i in eligible_idps(self.gateway.idps.values(), room, tenant)}
             if identity is None or identity.idp not in eligible:
                 # No session, or the room is pinned to another IdP: sign in (there) first.
-                query = {"room": room, **({"tenant": tenant} if tenant else {})}
-                self.redirect("/oidc/auth?" + urlencode(query))
+                self.redirect(room_link("/oidc/auth", room, tenant))
                 return
             await self.mint_and_redirect(identity, room, tenant)
         except GatewayError as exc:
@@ -84,5 +84,5 @@ class TokenizeHandler(GatewayHandler):
             rule=decision.rule,
             decision=decision.reason,
         )
-        room_url = self.gateway.tokens.room_url(room, tenant, minted.token)
-        self.redirect(deliver(self.gateway.settings.delivery, room_url))
+        page = self.gateway.tokens.room_page(room, tenant)
+        self.redirect(deliver(self.gateway.settings.delivery, page, minted.token))

@@ -19,6 +19,7 @@ from gateway.config import IdP
 from gateway.errors import GatewayError
 from gateway.http import HttpClient, UpstreamError
 from gateway.oidc.jwks import JwksCache
+from gateway.oidc.logout_token import LogoutTokenVerifier
 from gateway.oidc.metadata import MetadataError, ProviderMetadata, fetch_metadata
 from gateway.oidc.verify import IdTokenError, IdTokenVerifier, VerifierConfig
 
@@ -38,6 +39,13 @@ def basic_auth(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+def with_params(endpoint: str, params: Mapping[str, str]) -> str:
+    """``endpoint`` with ``params`` added to whatever query it already has."""
+    parts = urlsplit(endpoint)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
 class RelyingParty:
     def __init__(
         self,
@@ -55,6 +63,7 @@ class RelyingParty:
         self._lock = asyncio.Lock()
         self.jwks: JwksCache | None = None
         self._verifier: IdTokenVerifier | None = None
+        self._logout_verifier: LogoutTokenVerifier | None = None
 
     @property
     def ready(self) -> bool:
@@ -80,13 +89,14 @@ class RelyingParty:
                     max_age_seconds=cfg.jwks_max_age_seconds,
                     timeout=cfg.http_timeout_seconds,
                 )
+                checks = VerifierConfig(
+                    cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
+                )
                 self._verifier = IdTokenVerifier(
-                    VerifierConfig(
-                        cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
-                    ),
-                    self.jwks,
-                    clock=self._clock,
-                    issuer_check=self._issuer_check,
+                    checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
+                )
+                self._logout_verifier = LogoutTokenVerifier(
+                    checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
                 )
                 self._metadata = meta
         return self._metadata
@@ -112,9 +122,20 @@ class RelyingParty:
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
         }
-        parts = urlsplit(meta.authorization_endpoint)
-        query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        return with_params(meta.authorization_endpoint, params)
+
+    def end_session_url(
+        self, meta: ProviderMetadata, *, id_token: str, post_logout_redirect_uri: str
+    ) -> str | None:
+        """RP-initiated logout at the IdP (OpenID Connect RP-Initiated Logout 1.0)."""
+        if not meta.end_session_endpoint:
+            return None
+        params = {
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": post_logout_redirect_uri,
+            "client_id": self.config.client_id,
+        }
+        return with_params(meta.end_session_endpoint, params)
 
     async def redeem(
         self, code: str, *, code_verifier: str, redirect_uri: str, nonce: str
@@ -156,6 +177,13 @@ class RelyingParty:
                 raise GatewayError("nonce_mismatch", f"{cfg.id}: {exc.detail}") from None
             raise GatewayError("id_token_invalid", f"{cfg.id}: {exc.check}: {exc.detail}") from None
         return TokenSet(id_token, access_token, claims)
+
+    async def verify_logout_token(self, token: str, max_age: int) -> dict[str, Any]:
+        """Back-channel logout token checks with this IdP's keys, issuer and client id.
+        Raises LogoutTokenError (a failed check) or GatewayError (metadata unavailable)."""
+        await self.metadata()
+        assert self._logout_verifier is not None
+        return await self._logout_verifier.verify_logout(token, max_age)
 
     async def userinfo(self, access_token: str | None, subject: str) -> dict[str, Any]:
         """Userinfo claims; the ``sub`` must be the ID token's (OIDC Core 5.3.2)."""

@@ -119,10 +119,6 @@ class AuditLog:
         """Events handed to the writer and not yet stored anywhere."""
         return len(self._queue) + len(self._inflight)
 
-    @property
-    def failures(self) -> int:
-        return self.write_failures
-
     # ---- indexes ---------------------------------------------------------------------------
 
     async def ensure_indexes(self) -> None:
@@ -205,11 +201,16 @@ class AuditLog:
             log.error("audit write of %s not confirmed in time; still queued", doc["event"])
             return False
 
-    def _start_writer(self) -> None:
+    def _loop_state(self) -> None:
+        """Events and locks belong to one event loop: made on first use, dropped by close()."""
         if self._wake is None or self._idle is None:
-            self._wake = asyncio.Event()
-            self._idle = asyncio.Event()
-            self._spool_lock = self._spool_lock or asyncio.Lock()
+            self._wake, self._idle = asyncio.Event(), asyncio.Event()
+        self._spool_lock = self._spool_lock or asyncio.Lock()
+        self._replay_lock = self._replay_lock or asyncio.Lock()
+
+    def _start_writer(self) -> None:
+        self._loop_state()
+        assert self._wake is not None and self._idle is not None
         self._idle.clear()
         self._wake.set()
         if self._writer is None or self._writer.done():
@@ -291,10 +292,8 @@ class AuditLog:
         """Copy the next batch of spooled events into MongoDB; returns how many."""
         if self.spool is None:
             return 0
-        if self._spool_lock is None:
-            self._spool_lock = asyncio.Lock()
-        if self._replay_lock is None:
-            self._replay_lock = asyncio.Lock()
+        self._loop_state()
+        assert self._spool_lock is not None and self._replay_lock is not None
         async with self._replay_lock:  # one replay at a time: a batch is committed once
             async with self._spool_lock:
                 docs, end, lines = await asyncio.to_thread(self.spool.read_batch, self.batch_size)
@@ -320,8 +319,7 @@ class AuditLog:
         if self.spool.depth:
             log.warning("audit: %d spooled event(s) to replay", self.spool.depth)
             self._spooling = True
-            if self._spool_lock is None:
-                self._spool_lock = asyncio.Lock()
+            self._loop_state()
             self._start_replayer()
 
     # ---- shutdown --------------------------------------------------------------------------
@@ -352,8 +350,7 @@ class AuditLog:
         leftover = self._inflight + self._queue
         self._inflight, self._queue = [], []
         if leftover:
-            if self._spool_lock is None:
-                self._spool_lock = asyncio.Lock()
+            self._loop_state()
             await self._to_spool(leftover)
             if self._replayer is not None and not self._replayer.done():
                 self._replayer.cancel()
