@@ -60,7 +60,14 @@ async def run_demo(port: int, jitsi_port: int) -> None:
     try:
         gateway_url = f"http://127.0.0.1:{port}"
         jitsi_url = f"http://127.0.0.1:{jitsi_port}"
-        client = await op.register_client([f"{gateway_url}/oidc/redirect/demo"])
+        # Registered for RP-initiated logout (the IdP returns to /oidc/logged-out) and
+        # back-channel logout, so the demo's sign-out ends the OP session too.
+        client = await op.register_client(
+            [f"{gateway_url}/oidc/redirect/demo"],
+            post_logout_redirect_uris=[f"{gateway_url}/oidc/logged-out"],
+            backchannel_logout_uri=f"{gateway_url}/oidc/backchannel-logout",
+            backchannel_logout_session_required=True,
+        )
         settings = settings_from_dict(
             {
                 "public_url": gateway_url,
@@ -90,7 +97,8 @@ async def run_demo(port: int, jitsi_port: int) -> None:
         gateway = build_gateway(settings, store)
         await warm_up(gateway)
         make_app(gateway).listen(port, "127.0.0.1")
-        HTTPServer(make_standin(gateway_url, settings.jitsi)).listen(jitsi_port, "127.0.0.1")
+        standin = make_standin(gateway_url, settings.jitsi, settings.delivery.flag_parameter)
+        HTTPServer(standin).listen(jitsi_port, "127.0.0.1")
         print(
             f"\nDemo running. Open {jitsi_url}/standup\n"
             "Sign in as alice / alice or bob / bob. Ctrl-C stops.\n"

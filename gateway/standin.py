@@ -1,8 +1,11 @@
 """A small page standing in for Jitsi Meet, for the demo and the browser tests.
 
 It plays both parts a real deployment has: nginx's entry rule (a room request without
-``jwt`` is sent to the gateway's ``/oidc/auth``) and the Jitsi page, which here shows the
-room and the decoded token after checking its signature the way Prosody would.
+``jwt`` and without the flag parameter is sent to the gateway's ``/oidc/auth``) and the Jitsi
+page, which here shows the room and the decoded token after checking its signature the way
+Prosody would. ``/`` is a start page (Jitsi's welcome page stands there in a deployment), so
+the gateway's "Back to meetings" link leads somewhere. With fragment delivery the token is
+not sent to a server: the page only says so.
 """
 
 from __future__ import annotations
@@ -23,18 +26,35 @@ pre{{background:#f3f3f3;padding:1rem;overflow:auto}}</style></head>
 <body><h1 id="room">Room: {room}</h1><p id="status">{status}</p>
 <h2>Decoded Jitsi token</h2><pre id="claims">{claims}</pre></body></html>"""
 
+START = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Jitsi stand-in</title></head><body><h1 id="welcome">Meetings</h1>
+<p>This page stands in for Jitsi Meet's welcome page.</p>
+<ul><li><a href="/standup">Join standup</a></li><li><a href="/retro">Join retro</a></li></ul>
+</body></html>"""
+
+
+class StartHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.write(START)
+
 
 class RoomHandler(tornado.web.RequestHandler):
-    def initialize(self, gateway_url: str, jitsi: Jitsi) -> None:
+    def initialize(self, gateway_url: str, jitsi: Jitsi, flag: str) -> None:
         self.gateway_url = gateway_url
         self.jitsi = jitsi
+        self.flag = flag
 
     def get(self, tenant: str | None, room: str) -> None:
         token = self.get_query_argument("jwt", None)
-        if token is None:  # nginx's entry rule: no token, no flag -> the gateway
+        flagged = self.get_query_argument(self.flag, None) is not None
+        if token is None and not flagged:  # nginx's entry rule: no token, no flag
             self.redirect(room_link(f"{self.gateway_url}/oidc/auth", room, tenant))
             return
-        status, claims = self.check(token)
+        if token is None:
+            status, claims = "token in the URL fragment (read by Jitsi's web client)", {}
+        else:
+            status, claims = self.check(token)
         self.set_header("Cache-Control", "no-store")
         self.write(
             PAGE.format(
@@ -65,8 +85,11 @@ class RoomHandler(tornado.web.RequestHandler):
         return "token accepted", claims
 
 
-def make_standin(gateway_url: str, jitsi: Jitsi) -> tornado.web.Application:
-    deps = {"gateway_url": gateway_url.rstrip("/"), "jitsi": jitsi}
+def make_standin(gateway_url: str, jitsi: Jitsi, flag: str = "oidc") -> tornado.web.Application:
+    deps = {"gateway_url": gateway_url.rstrip("/"), "jitsi": jitsi, "flag": flag}
     return tornado.web.Application(
-        [(r"/(?:([A-Za-z0-9_-]+)/)?([A-Za-z0-9_~-]+)", RoomHandler, deps)]
+        [
+            (r"/", StartHandler),
+            (r"/(?:([A-Za-z0-9_-]+)/)?([A-Za-z0-9_~-]+)", RoomHandler, deps),
+        ]
     )

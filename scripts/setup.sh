@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent):
 # Debian packages (npm and python3-venv when missing; with --test: chromium and nginx), a virtualenv in .venv with the pinned Python
-# packages and this project, and the test OpenID Provider's npm packages (npm ci).
+# packages and this project, and the test OpenID Provider's npm packages (npm ci); with --test
+# also a few source files of Jitsi Meet's web client from the pinned npm tarball.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,8 @@ fi
 
 if [[ ! -x tests/op/node_modules/.bin/node ]] || [[ tests/op/package-lock.json -nt tests/op/node_modules ]]; then
   (cd tests/op && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [[ "${1:-}" == "--test" ]]; then
+  # Jitsi Meet's own URL-reading code, the judge of the URLs the gateway delivers.
+  bash tests/op/fetch-jitsi-source.sh
 fi

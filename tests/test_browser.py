@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
 
 from gateway.standin import make_standin
 from tests.support.gateway import start_gateway
@@ -128,3 +129,105 @@ async def test_chooser_picks_idp_by_email_domain(
         finally:
             standin.stop()
             await standin.close_all_connections()
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<form id="f" method="post" action="{target}"><input name="csrf" value="{csrf}"></form>
+<script>document.getElementById('f').submit();</script></body></html>"""
+
+
+class AttackHandler(RequestHandler):
+    """A page on another origin that submits a logout form to the gateway on load."""
+
+    def initialize(self, target: str) -> None:
+        self.target = target
+
+    def get(self) -> None:
+        self.write(ATTACK_PAGE.format(target=self.target, csrf="0" * 64))
+
+
+async def sign_in_in_chromium(page: Page, room_url: str) -> dict:
+    await page.goto(room_url)
+    await page.wait_for_selector("#username")
+    await page.fill("#username", "alice")
+    await page.fill("#password", "alice-pw")
+    await page.click("#login")
+    await page.wait_for_selector("#claims")
+    return json.loads(await page.inner_text("#claims"))
+
+
+async def test_sign_out_in_chromium_ends_both_sessions(
+    chromium: Browser, op: TestOP, mongo_uri: str
+) -> None:
+    """Sign in, single sign-on to a second room, sign out through the confirmation page and
+    the OP's end-session page; the next room asks for the password again."""
+    jitsi_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    jitsi_url = f"http://127.0.0.1:{jitsi_sockets[0].getsockname()[1]}"
+    async with start_gateway(
+        op, mongo_uri, jitsi={"base_url": jitsi_url}, logout_client=True
+    ) as gw:
+        standin = HTTPServer(make_standin(gw.url, gw.settings.jitsi))
+        standin.add_sockets(jitsi_sockets)
+        try:
+            page = await chromium.new_page()
+            assert (await sign_in_in_chromium(page, f"{jitsi_url}/Standup"))["room"] == "standup"
+            await page.goto(f"{jitsi_url}/Retro")
+            await page.wait_for_selector("#claims")  # single sign-on: no password asked
+
+            await page.goto(f"{gw.url}/oidc/logout")
+            await page.click("#logout")  # the gateway's confirmation
+            await page.wait_for_selector("text=Do you want to sign out from the Test OP?")
+            await page.click("#logout")  # the OP's own confirmation
+            await page.wait_for_selector("#signed-out")
+            assert page.url.startswith(f"{gw.url}/oidc/logged-out?")
+            assert "signed out at Test OP" in await page.inner_text("#idp-ended")
+            assert [d async for d in gw.store.sessions.collection.find({})] == []
+
+            await page.get_by_role("link", name="Back to meetings").click()
+            await page.wait_for_selector("#welcome")
+            assert page.url == f"{jitsi_url}/"
+
+            await page.goto(f"{jitsi_url}/Planning")
+            await page.wait_for_selector("#username")  # the IdP asks again
+            assert page.url.startswith(op.issuer)
+        finally:
+            standin.stop()
+            await standin.close_all_connections()
+
+
+@pytest.mark.parametrize(
+    "attacker_host", ["localhost", "127.0.0.1"], ids=["cross_site", "same_site"]
+)
+async def test_another_origin_cannot_sign_a_person_out(
+    chromium: Browser, op: TestOP, mongo_uri: str, attacker_host: str
+) -> None:
+    """A page elsewhere that auto-submits a logout form: refused, the session lives on."""
+    jitsi_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    jitsi_url = f"http://127.0.0.1:{jitsi_sockets[0].getsockname()[1]}"
+    attack_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    attack_url = f"http://{attacker_host}:{attack_sockets[0].getsockname()[1]}"
+    async with start_gateway(
+        op, mongo_uri, jitsi={"base_url": jitsi_url}, logout_client=True
+    ) as gw:
+        standin = HTTPServer(make_standin(gw.url, gw.settings.jitsi))
+        standin.add_sockets(jitsi_sockets)
+        attacker = HTTPServer(
+            Application([(r"/", AttackHandler, {"target": f"{gw.url}/oidc/logout"})])
+        )
+        attacker.add_sockets(attack_sockets)
+        try:
+            page = await chromium.new_page()
+            await sign_in_in_chromium(page, f"{jitsi_url}/Standup")
+            async with page.expect_response(f"{gw.url}/oidc/logout") as answer:
+                await page.goto(f"{attack_url}/")
+            assert (await answer.value).status == 403
+            assert len([d async for d in gw.store.sessions.collection.find({})]) == 1
+            await page.goto(f"{jitsi_url}/Retro")
+            await page.wait_for_selector("#claims")  # still signed in: no password asked
+            [event] = [e async for e in gw.store.audit.collection.find({"event": "logout"})]
+            assert event["outcome"] == "failure"
+            assert event["reason"] == "cross_site_request"
+        finally:
+            for server in (standin, attacker):
+                server.stop()
+                await server.close_all_connections()

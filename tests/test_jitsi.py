@@ -19,6 +19,7 @@ from adapters.base import Identity
 from gateway.config import Delivery, Jitsi
 from gateway.delivery import deliver
 from gateway.jitsi import JitsiTokens, gravatar_url
+from tests.support.jitsi_web import jitsi_token
 
 NOW = 1_700_000_000
 SECRET = "s3cret-shared-with-prosody-0123456789"
@@ -299,7 +300,7 @@ def test_rs256_with_private_key_file(tmp_path: Path) -> None:
     ],
 )
 def test_room_url(base_url: str, room: str, tenant: str | None, path: str) -> None:
-    token = "eyJhbGciOi.J+payload/=.sig"
+    token = "eyJhbGciOi.J-payload_.sig"
     url = deliver(Delivery(), tokens(base_url=base_url).room_page(room, tenant), token)
     parts = urlsplit(url)
     base = urlsplit(base_url)
@@ -307,10 +308,30 @@ def test_room_url(base_url: str, room: str, tenant: str | None, path: str) -> No
     assert parts.path == base.path.rstrip("/") + path
     assert parse_qs(parts.query) == {"jwt": [token]}
     assert parts.fragment == ""
-    assert url.endswith("?jwt=eyJhbGciOi.J%2Bpayload%2F%3D.sig")
+    assert url.endswith("?jwt=eyJhbGciOi.J-payload_.sig")
 
 
 def test_fragment_delivery_carries_the_flag() -> None:
-    token = "a.b+c.d"
+    token = "a.b-c.d"
     url = deliver(Delivery(mode="fragment"), tokens().room_page("Standup", "acme"), token)
-    assert url == f"{BASE}/acme/Standup?oidc=1#jwt=a.b%2Bc.d"
+    assert url == f"{BASE}/acme/Standup?oidc=1#jwt=%22a.b-c.d%22"
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "a.b.c.d", "a.b+c.d", "a.b.c#x", "a.b.c&x=1"])
+def test_delivery_refuses_what_is_not_a_compact_jws(token: str) -> None:
+    """Nothing but base64url and two dots reaches the URL (no injected parameters)."""
+    for mode in ("query", "fragment"):
+        with pytest.raises(ValueError):
+            deliver(Delivery(mode=mode), tokens().room_page("standup", None), token)
+
+
+@pytest.mark.parametrize("mode", ["query", "fragment"])
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_jitsi_web_client_reads_the_minted_token(mode: str, tenant: str | None) -> None:
+    """Jitsi's own parseJWTFromURLParams (run by Node) finds the token byte for byte."""
+    minted = tokens().mint(ALICE, "Standup", tenant)
+    url = deliver(Delivery(mode=mode), tokens().room_page("Standup", tenant), minted.token)
+    assert jitsi_token(url) == minted.token
+    if mode == "fragment":
+        # The bare form the gateway used to write is exactly what Jitsi cannot read.
+        assert jitsi_token(url.split("#")[0] + "#jwt=" + minted.token) is None

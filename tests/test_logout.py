@@ -101,8 +101,15 @@ async def test_rp_initiated_logout_reaches_op_with_id_token_hint(
     # The OP accepts the hint, signs the person out and sends them back to us.
     landed = await op.logout_over_http(browser, location)
     assert landed.startswith(f"{lgw.url}/oidc/logged-out")
+    assert parse_qs(urlsplit(landed).query)["state"] == query["state"]
     page = await browser.get(landed)
     assert page.status_code == 200 and 'id="signed-out"' in page.text
+    assert 'id="idp-ended"' in page.text and "signed out at Test OP" in page.text
+    # Without the state the IdP returned, the page does not claim the IdP session ended.
+    bare = await browser.get(f"{lgw.url}/oidc/logged-out")
+    assert 'id="signed-out"' in bare.text and 'id="idp-ended"' not in bare.text
+    forged = await browser.get(f"{lgw.url}/oidc/logged-out", params={"state": "testop.00"})
+    assert 'id="idp-ended"' not in forged.text
 
     [event] = await events(lgw, "logout")
     assert event["outcome"] == "success" and event["subject"] == "alice-sub"
@@ -126,8 +133,42 @@ async def test_logout_without_idp_logout_stays_here(
         csrf = await csrf_from_page(gw, browser)
         response = await browser.post(f"{gw.url}/oidc/logout", data={"csrf": csrf})
         assert response.status_code == 303
-        assert response.headers["location"] == "/oidc/logged-out"
+        assert response.headers["location"] == "/oidc/logged-out?idp=testop&kept=off"
         assert await session_docs(gw) == []
+        # The page says that the IdP session may still be alive, and why.
+        page = await browser.get(urljoin(gw.url, response.headers["location"]))
+        assert 'id="idp-kept"' in page.text
+        assert "may still be signed in at Test OP" in page.text
+        assert "set up not to sign you out" in page.text
+
+
+async def test_logout_when_the_idp_cannot_end_its_session(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    """No id_token kept (or no end_session_endpoint): said so, not claimed otherwise."""
+    async with start_gateway(op, mongo_uri) as gw:
+        await signed_in(gw, op, browser)
+        await gw.store.sessions.collection.update_many({}, {"$unset": {"id_token": ""}})
+        csrf = await csrf_from_page(gw, browser)
+        response = await browser.post(f"{gw.url}/oidc/logout", data={"csrf": csrf})
+        assert response.headers["location"] == "/oidc/logged-out?idp=testop&kept=unavailable"
+        page = await browser.get(urljoin(gw.url, response.headers["location"]))
+        assert "offers no way for this site to sign you out" in page.text
+
+
+async def test_logout_pages_answer_head_and_use_same_origin_referrers(
+    lgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    await signed_in(lgw, op, browser)
+    for path in ("/oidc/logout", "/oidc/logged-out"):
+        head = await browser.head(f"{lgw.url}{path}")
+        assert head.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["Referrer-Policy"] == "same-origin"
+    # Sign-in pages keep no-referrer: their URLs carry codes, state or e-mail addresses.
+    auth = await browser.get(f"{lgw.url}/oidc/auth", params={"room": "standup"})
+    assert auth.headers["Referrer-Policy"] == "no-referrer"
+    assert len(await session_docs(lgw)) == 1  # HEAD ended nothing
 
 
 @pytest.mark.parametrize(
@@ -136,8 +177,11 @@ async def test_logout_without_idp_logout_stays_here(
         ("no_token", {"Origin": "SELF"}, False),
         ("wrong_token", {"Origin": "SELF"}, "0" * 64),
         ("foreign_origin", {"Origin": "https://evil.example"}, True),
-        ("null_origin", {"Origin": "null"}, True),
+        ("null_origin_without_token", {"Origin": "null"}, False),
+        ("null_origin_wrong_token", {"Origin": "null"}, "1" * 64),
         ("cross_site_fetch", {"Sec-Fetch-Site": "cross-site"}, True),
+        ("same_site_fetch", {"Sec-Fetch-Site": "same-site"}, True),
+        ("null_origin_cross_site", {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, True),
     ],
 )
 async def test_logout_post_refuses_cross_site_requests(
@@ -163,6 +207,29 @@ async def test_logout_post_refuses_cross_site_requests(
     [event] = await events(lgw, "logout")
     assert event["outcome"] == "failure"
     assert event["reason"] in {"csrf_token_invalid", "cross_site_request"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(
+            {"Origin": "null", "Sec-Fetch-Site": "same-origin"}, id="chromium_no_referrer"
+        ),
+        pytest.param({"Origin": "null"}, id="null_origin_no_fetch_metadata"),
+        pytest.param({"Origin": "SELF", "Sec-Fetch-Site": "same-origin"}, id="same_origin"),
+        pytest.param({}, id="no_browser_headers"),
+    ],
+)
+async def test_logout_post_from_our_own_form_is_accepted(
+    lgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """What a browser sends for the confirmation form, including ``Origin: null``."""
+    await signed_in(lgw, op, browser)
+    csrf = await csrf_from_page(lgw, browser)
+    headers = {k: (lgw.url if v == "SELF" else v) for k, v in headers.items()}
+    response = await browser.post(f"{lgw.url}/oidc/logout", data={"csrf": csrf}, headers=headers)
+    assert response.status_code == 303
+    assert await session_docs(lgw) == []
 
 
 async def test_csrf_token_is_bound_to_the_session(

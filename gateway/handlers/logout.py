@@ -1,10 +1,20 @@
 """Logout: ``/oidc/logout`` (the person), ``/oidc/backchannel-logout`` (the IdP's server).
 
 ``GET /oidc/logout`` only shows a confirmation form; ``POST`` ends the session. A cross-site
-page cannot sign someone out: the POST must carry a token derived from the session id with
-the cookie secret, and a browser-sent ``Origin`` (or ``Sec-Fetch-Site``) must be ours. After
-the gateway session is gone the browser may continue to the IdP's ``end_session_endpoint``
-with ``id_token_hint`` (OpenID Connect RP-Initiated Logout 1.0).
+page cannot sign someone out: the POST must carry the form's token, derived from the session
+id with the cookie secret (a page that cannot read the cookie cannot compute it). The
+browser's own signals are checked too, for what they can say: ``Sec-Fetch-Site`` must be
+``same-origin`` (or ``none``) when sent, and an ``Origin`` other than ours refuses the POST.
+``Origin: null`` is not an attack signal by itself: browsers send it for a same-origin form
+under a strict referrer policy, and a cross-site page still lacks the token.
+
+After the gateway session is gone the browser continues to the IdP's
+``end_session_endpoint`` with ``id_token_hint`` and a ``state`` (OpenID Connect RP-Initiated
+Logout 1.0). The IdP returns to ``/oidc/logged-out`` with that state, and only then does the
+page say that the IdP session was ended too; otherwise it says that it was not, and why.
+
+Pages here carry no secret in their URL, so they use ``Referrer-Policy: same-origin`` (the
+sign-in pages, whose URLs carry codes or e-mail addresses, keep ``no-referrer``).
 
 The back-channel endpoint accepts a logout token (OpenID Connect Back-Channel Logout 1.0),
 validates it fully and deletes the sessions it names; it answers 200, or 400 with a JSON
@@ -17,7 +27,7 @@ import hashlib
 import hmac
 import logging
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
@@ -40,11 +50,53 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-class LogoutHandler(GatewayHandler):
+def _mac(gateway_secret: str, purpose: str, value: str) -> str:
+    message = f"{purpose}\0{value}".encode()
+    return hmac.new(gateway_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+# Why the IdP session may still be alive (query parameter of /oidc/logged-out).
+IDP_SESSION_KEPT = {
+    "off": "This site is set up not to sign you out at {idp}.",
+    "unavailable": "{idp} offers no way for this site to sign you out there.",
+}
+
+
+class LogoutPage(GatewayHandler):
+    """Shared by the logout pages: a referrer policy that lets same-origin forms say so."""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Referrer-Policy", "same-origin")
+
+    def secret(self) -> str:
+        return self.gateway.settings.cookies.secret.get_secret_value()
+
+    def idp_name(self, idp_id: str | None) -> str | None:
+        idp = self.gateway.idps.get(idp_id or "")
+        return idp.config.label if idp is not None else None
+
+    def render_logged_out(
+        self, *, idp_ended: str | None = None, idp_kept: str | None = None, why: str = ""
+    ) -> None:
+        """The truth about both sessions: this site's is gone; the IdP's as far as known."""
+        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
+        self.render(
+            "logged_out.html",
+            jitsi_url=self.gateway.settings.jitsi.base_url + "/",
+            idp_ended=idp_ended,
+            idp_kept=idp_kept,
+            why=why.format(idp=idp_kept) if idp_kept else "",
+        )
+
+
+class LogoutHandler(LogoutPage):
     def csrf_token(self, session_id: str) -> str:
         """Bound to the session: a page that cannot read the cookie cannot compute it."""
-        key = self.gateway.settings.cookies.secret.get_secret_value().encode()
-        return hmac.new(key, b"logout\0" + session_id.encode(), hashlib.sha256).hexdigest()
+        return _mac(self.secret(), "logout", session_id)
+
+    async def head(self) -> None:
+        await self.get()
 
     async def get(self) -> None:
         try:
@@ -86,7 +138,7 @@ class LogoutHandler(GatewayHandler):
             return
         self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
         identity = record.identity if record else None
-        next_url = await self.idp_logout_url(record)
+        next_url, kept = await self.idp_logout_url(record)
         await self.audit(
             "logout",
             "success",
@@ -94,17 +146,26 @@ class LogoutHandler(GatewayHandler):
             session_id=sid,
             idp_logout=next_url is not None,
         )
-        self.redirect(next_url or "/oidc/logged-out", status=303)
+        if next_url is None:
+            query = {"idp": identity.idp, "kept": kept} if identity and kept else {}
+            next_url = "/oidc/logged-out" + (f"?{urlencode(query)}" if query else "")
+        self.redirect(next_url, status=303)
 
     def cross_site(self) -> str | None:
-        """Why this POST looks cross-site, or None. Browsers send Origin on every POST."""
-        ours = origin_of(self.gateway.settings.public_url)
-        origin = self.request.headers.get("Origin")
-        if origin is not None and origin.lower() != ours:
-            return "Origin is not the gateway's"
+        """Why this POST is not from our own page, as far as the browser says, or None.
+
+        ``Sec-Fetch-Site`` is the most precise signal and wins when present. ``Origin`` is
+        compared when it names an origin; ``null`` (a same-origin form under a strict
+        referrer policy, a sandboxed frame, a privacy setting) proves nothing either way and
+        leaves the decision to the session-bound form token, which is always required.
+        """
         fetch_site = self.request.headers.get("Sec-Fetch-Site")
         if fetch_site is not None and fetch_site not in ("same-origin", "none"):
             return f"Sec-Fetch-Site is {fetch_site[:32]}"
+        ours = origin_of(self.gateway.settings.public_url)
+        origin = self.request.headers.get("Origin")
+        if origin is not None and origin != "null" and origin.lower() != ours:
+            return "Origin is not the gateway's"
         return None
 
     async def deny(self, reason: str, detail: str) -> None:
@@ -117,35 +178,54 @@ class LogoutHandler(GatewayHandler):
             retry_url="/oidc/logout",
         )
 
-    async def idp_logout_url(self, record: SessionRecord | None) -> str | None:
-        """The IdP's end_session_endpoint with id_token_hint, when configured and offered."""
+    async def idp_logout_url(self, record: SessionRecord | None) -> tuple[str | None, str | None]:
+        """(the IdP's end_session_endpoint with id_token_hint and state, why there is none)."""
         settings = self.gateway.settings
-        if not settings.logout.idp_logout or record is None or not record.id_token:
-            return None
+        if record is None:
+            return None, None
+        if not settings.logout.idp_logout:
+            return None, "off"
         idp = self.gateway.idps.get(record.identity.idp)
-        if idp is None:
-            return None
+        if idp is None or not record.id_token:
+            return None, "unavailable"
         try:
             meta = await idp.rp.metadata()
         except GatewayError as exc:
             log.warning("no IdP logout for %s: %s", idp.id, exc.detail)
-            return None
-        return idp.rp.end_session_url(
+            return None, "unavailable"
+        url = idp.rp.end_session_url(
             meta,
             id_token=record.id_token,
             post_logout_redirect_uri=f"{settings.public_url}/oidc/logged-out",
+            state=f"{idp.id}.{_mac(self.secret(), 'logged-out', idp.id)}",
         )
-
-    def render_logged_out(self) -> None:
-        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
-        self.render("logged_out.html", jitsi_url=self.gateway.settings.jitsi.base_url + "/")
+        return url, None if url else "unavailable"
 
 
-class LoggedOutHandler(GatewayHandler):
-    """Where the IdP sends the browser back (register it as post_logout_redirect_uri)."""
+class LoggedOutHandler(LogoutPage):
+    """Where the IdP sends the browser back (register it as post_logout_redirect_uri).
+
+    ``state`` (ours, returned by the IdP) proves the browser came back from the IdP's
+    sign-out; ``idp`` + ``kept`` say why the IdP was not asked. Without either the page only
+    speaks of this site.
+    """
+
+    def head(self) -> None:
+        self.get()
 
     def get(self) -> None:
-        self.render("logged_out.html", jitsi_url=self.gateway.settings.jitsi.base_url + "/")
+        try:
+            state = self.param("state", 200) or ""
+            idp_id, kept = self.param("idp", 100), self.param("kept", 20)
+        except GatewayError:
+            state, idp_id, kept = "", None, None
+        ended_id, _, mac = state.partition(".")
+        if mac and hmac.compare_digest(mac, _mac(self.secret(), "logged-out", ended_id)):
+            self.render_logged_out(idp_ended=self.idp_name(ended_id) or ended_id)
+        elif kept in IDP_SESSION_KEPT and self.idp_name(idp_id):
+            self.render_logged_out(idp_kept=self.idp_name(idp_id), why=IDP_SESSION_KEPT[kept])
+        else:
+            self.render_logged_out()
 
 
 class BackchannelLogoutHandler(GatewayHandler):

@@ -125,7 +125,12 @@ class RelyingParty:
         return with_params(meta.authorization_endpoint, params)
 
     def end_session_url(
-        self, meta: ProviderMetadata, *, id_token: str, post_logout_redirect_uri: str
+        self,
+        meta: ProviderMetadata,
+        *,
+        id_token: str,
+        post_logout_redirect_uri: str,
+        state: str | None = None,
     ) -> str | None:
         """RP-initiated logout at the IdP (OpenID Connect RP-Initiated Logout 1.0)."""
         if not meta.end_session_endpoint:
@@ -135,6 +140,8 @@ class RelyingParty:
             "post_logout_redirect_uri": post_logout_redirect_uri,
             "client_id": self.config.client_id,
         }
+        if state is not None:
+            params["state"] = state
         return with_params(meta.end_session_endpoint, params)
 
     async def redeem(

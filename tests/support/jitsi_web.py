@@ -1,0 +1,44 @@
+"""Jitsi Meet's own web-client code, run by Node, as the judge of the URLs we deliver.
+
+``tests/op/jitsi-url.mjs`` loads Jitsi's ``parseURLParams`` and ``parseJWTFromURLParams``
+(from the pinned ``@jitsi/react-native-sdk`` tarball, see ``tests/op/fetch-jitsi-source.sh``)
+and answers what Jitsi reads from a URL: the token, and the hash parameters it applies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from tests.support.op import NODE, OP_DIR
+
+HARNESS = OP_DIR / "jitsi-url.mjs"
+
+
+def jitsi_reads(requests: list[dict[str, str]]) -> list[Any]:
+    """Each request ``{"op": "jwt"|"hash"|"search", "url": ...}`` answered by Jitsi's code."""
+    done = subprocess.run(
+        [str(NODE), "--no-warnings", str(HARNESS)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=OP_DIR,
+    )
+    answers = json.loads(done.stdout)
+    errors = [a["error"] for a in answers if "error" in a]
+    if errors:
+        raise AssertionError(f"Jitsi's code failed: {errors}")
+    return [a["value"] for a in answers]
+
+
+def jitsi_token(url: str) -> str | None:
+    """The token Jitsi's web client takes from this room URL (hash first, then query)."""
+    return jitsi_reads([{"op": "jwt", "url": url}])[0]
+
+
+def jitsi_hash_params(url: str) -> dict[str, Any]:
+    """The hash parameters (``config.*``, ``jwt``...) as Jitsi's web client parses them."""
+    return jitsi_reads([{"op": "hash", "url": url}])[0]
