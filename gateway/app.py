@@ -78,6 +78,8 @@ def build_gateway(
     registry = registry or discover()
     for problem in registry.problems:
         log.error("%s", problem)
+    for warning in settings.policy.warnings():
+        log.warning("%s", warning)
     http = HttpClient()
     idps = open_idps(settings, registry, http, clock)
     store.audit.configure(settings.audit)

@@ -47,7 +47,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = _load(_settings_path(args))
     registry = discover()
-    for problem in registry.problems:
+    for problem in [*registry.problems, *settings.policy.warnings()]:
         print(f"warning: {problem}", file=sys.stderr)
     open_adapters(settings, registry)
     print(

@@ -18,48 +18,70 @@ rules are read for their identity conditions only; an allowing rule (with or wit
 ``rooms``) admits the person, a refusing rule *without* ``rooms`` refuses the sign-in, and a
 refusing rule *with* ``rooms`` is skipped (it refuses rooms, not people). At **tokenize**
 every condition counts, rooms included, and the first match decides the room and the token:
-``affiliation`` (owner / moderator / member), ``moderator`` (``context.user.moderator``;
-derived from the affiliation when not set), ``features`` (``context.features``),
-``room_scope`` (``room``, or ``any`` for a ``*`` token) and ``token_lifetime_seconds``.
-Those values are layered: ``defaults``, then ``idp_defaults[<idp>]``, then the rule. When no
-rule matches, ``default`` (allow or deny) decides, with ``rule`` reported as ``default``.
+``affiliation`` (owner / moderator / member), ``moderator`` (``context.user.moderator``),
+``features`` (``context.features``), ``room_scope`` (``room``, or ``any`` for a ``*`` token)
+and ``token_lifetime_seconds``. Those values are layered: ``defaults``, then
+``idp_defaults[<idp>]``, then the rule. When no rule matches, ``default`` (allow or deny)
+decides, with ``rule`` reported as ``default``.
+
+Moderator rights are one decision with two claims. Jitsi's ``mod_token_affiliation`` makes a
+person owner when ``affiliation`` is owner or moderator *or* ``moderator`` is true, and
+member otherwise; the web client shows ``moderator``. So the two never contradict: a layer
+may not set both inconsistently (``check-config`` refuses it), the highest layer that sets
+either decides both, and the other is derived from it (``moderator`` from the affiliation;
+an affiliation set below a layer that sets only ``moderator`` is dropped).
+
+A ``*`` token opens every room of its ``sub`` (the URL's tenant or the domain), so
+``room_scope: any`` gives one only where the policy could not decide any room differently
+for that person: the deciding rule names no rooms, and no earlier rule that applies to the
+person names rooms. Otherwise the token is for the room asked for, and the decision says
+why (``policy explain`` shows it).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.base import Identity
 
 ROOM_GLOB = re.compile(r"[a-z0-9_~*?\[\]!-]{1,128}")
 FEATURE = re.compile(r"[a-z][a-z0-9-]{0,40}")
 DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-# Jitsi Meet's MEET_FEATURES (react/features/base/jwt/constants).
+# Feature names Jitsi reads from context.features: the web client's MEET_FEATURES
+# (jitsi-meet react/features/base/jwt/constants.ts, 2026) and names read only by Prosody
+# modules. A name missing here is warned about (a typo?), not refused: Jitsi's list grows.
 KNOWN_FEATURES = (
     "branding",
     "calendar",
-    "recording",
-    "livestreaming",
-    "transcription",
-    "outbound-call",
-    "sip-outbound-call",
-    "sip-inbound-call",
-    "inbound-call",
-    "screen-sharing",
-    "file-upload",
-    "list-visitors",
-    "send-groupchat",
     "create-polls",
+    "file-upload",
     "flip",
+    "inbound-call",
+    "list-visitors",
+    "live-translation",
+    "livestreaming",
     "lobby",
+    "moderation",
+    "outbound-call",
+    "recording",
     "room",
+    "screen-sharing",
+    "send-groupchat",
+    "send-private-message",
+    "sip-inbound-call",
+    "sip-outbound-call",
+    "transcription",
+    # read by Prosody modules only
+    "live-translation-subscribe",
+    "name-readonly",
 )
+MODERATOR_AFFILIATIONS = ("owner", "moderator")
 
 
 class _Strict(BaseModel):
@@ -82,6 +104,26 @@ class Outcome(_Strict):
             if not FEATURE.fullmatch(name):
                 raise ValueError(f"feature {name!r} is not a Jitsi feature name")
         return v
+
+    @model_validator(mode="after")
+    def _rights_agree(self) -> Self:
+        if self.affiliation is None or self.moderator is None:
+            return self
+        if self.moderator != (self.affiliation in MODERATOR_AFFILIATIONS):
+            raise ValueError(
+                f"affiliation {self.affiliation!r} with moderator: {str(self.moderator).lower()} "
+                "contradict each other (Jitsi's mod_token_affiliation makes owner/moderator "
+                "affiliations and moderator: true moderators); set only one of them"
+            )
+        return self
+
+    def rights(self) -> tuple[str | None, bool] | None:
+        """(affiliation, moderator) when this layer decides moderator rights, else None."""
+        if self.affiliation is not None:
+            return self.affiliation, self.affiliation in MODERATOR_AFFILIATIONS
+        if self.moderator is not None:
+            return None, self.moderator
+        return None
 
 
 class Rule(Outcome):
@@ -152,12 +194,6 @@ class PolicySettings(_Strict):
                             "(names are namespaced, e.g. kc:/staff)"
                         )
         for where, layer in layers:
-            for name in layer.features or {}:
-                if name not in KNOWN_FEATURES:
-                    out.append(
-                        f"{where}.features: unknown Jitsi feature {name!r} "
-                        f"(known: {', '.join(KNOWN_FEATURES)})"
-                    )
             if layer.room_scope == "any" and not wildcard_allowed:
                 out.append(f"{where}.room_scope: 'any' needs jitsi.room_wildcard: true")
         names = [r.name for r in self.rules]
@@ -167,6 +203,19 @@ class PolicySettings(_Strict):
             if not ROOM_GLOB.fullmatch(pattern):
                 out.append(f"policy.guest_rooms[{i}]: malformed room pattern {pattern!r}")
         return out
+
+    def warnings(self) -> list[str]:
+        """Settings that run but may not mean what was meant (logged, printed by check-config)."""
+        layers = [("policy.defaults", self.defaults)]
+        layers += [(f"policy.idp_defaults.{k}", v) for k, v in self.idp_defaults.items()]
+        layers += [(f"policy.rules[{i}] ({r.name})", r) for i, r in enumerate(self.rules)]
+        return [
+            f"{where}.features: {name!r} is not a Jitsi feature this gateway knows; it is "
+            "passed to Jitsi as written (a typo? known: " + ", ".join(KNOWN_FEATURES) + ")"
+            for where, layer in layers
+            for name in layer.features or {}
+            if name not in KNOWN_FEATURES
+        ]
 
 
 @dataclass(frozen=True)
@@ -180,6 +229,7 @@ class Decision:
     features: dict[str, bool] | None = None
     wildcard_room: bool = False
     token_lifetime_seconds: int | None = None
+    scope: str = ""  # why the token is for this room only, or for every room ("*")
 
     def user_claims(self) -> dict[str, object]:
         """``context.user`` additions for the Jitsi token."""
@@ -219,10 +269,34 @@ class Policy:
             matched, why = _match(rule, identity, room=room.lower(), url_tenant=tenant)
             trail.append(f"{label}: {'matched ' if matched else ''}{why}")
             if matched:
-                return self._outcome(
+                decision = self._outcome(
                     rule.allow, label, f"{label} matched {why}", trail, identity, rule
                 )
-        return self._default(trail, identity)
+                return self._scoped(decision, identity, tenant, i - 1)
+        return self._scoped(self._default(trail, identity), identity, tenant, None)
+
+    def _scoped(
+        self, decision: Decision, identity: Identity, url_tenant: str, index: int | None
+    ) -> Decision:
+        """Keep a ``*`` token only where no room could be decided differently for this person."""
+        if not decision.allowed:
+            return decision
+        if not decision.wildcard_room:
+            return replace(decision, scope="this room only (room_scope: room)")
+        rules = self.settings.rules
+        if index is not None and rules[index].rooms:
+            why = f"this room only: {decision.rule} covers only rooms {list(rules[index].rooms)}"
+            return replace(decision, wildcard_room=False, scope=why)
+        earlier = rules if index is None else rules[:index]
+        for i, rule in enumerate(earlier, start=1):
+            if rule.rooms and _match(rule, identity, room=None, url_tenant=url_tenant)[0]:
+                verb = "refuses" if not rule.allow else "decides"
+                why = (
+                    f'this room only: rule {i} "{rule.name}" {verb} rooms {list(rule.rooms)} '
+                    "for this person, which a * token would open"
+                )
+                return replace(decision, wildcard_room=False, scope=why)
+        return replace(decision, scope="every room (*): no rule decides any room differently")
 
     def guest_allowed(self, room: str) -> bool:
         return any(fnmatchcase(room.lower(), p) for p in self.settings.guest_rooms)
@@ -249,10 +323,8 @@ class Policy:
                     value = getattr(layer, key)
                     if value is not None:
                         merged[key] = value
-        affiliation = merged.get("affiliation")
-        moderator = merged.get("moderator")
-        if moderator is None and affiliation is not None:
-            moderator = affiliation in ("owner", "moderator")
+        rights = next((r for layer in reversed(layers) if layer and (r := layer.rights())), None)
+        affiliation, moderator = rights if rights else (None, None)
         return Decision(
             allowed=allowed,
             rule=rule,

@@ -120,6 +120,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 f"features={room.features} room={'*' if room.wildcard_room else args.room.lower()}"
                 f" lifetime={room.token_lifetime_seconds or settings.jitsi.token_lifetime_seconds}s"
             )
+            print(f"token scope: {room.scope}")
     return 0 if sign_in.allowed and room.allowed else 1
 
 
@@ -133,5 +134,6 @@ def _as_dict(decision: Decision) -> dict[str, Any]:
         "moderator": decision.moderator,
         "features": decision.features,
         "wildcard_room": decision.wildcard_room,
+        "scope": decision.scope,
         "token_lifetime_seconds": decision.token_lifetime_seconds,
     }

@@ -20,6 +20,7 @@ from tests.support.gateway import (
     token_from,
     with_query,
 )
+from tests.support.jitsi_web import jitsi_token
 from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
@@ -455,3 +456,25 @@ async def test_host_prefixed_cookie_names(op: TestOP, mongo_uri: str) -> None:
         header = response.headers["set-cookie"]
         assert header.startswith("__Host-jog_flow=") and "Path=/" in header and "Secure" in header
         assert "Domain" not in header
+
+
+@pytest.mark.parametrize("mode", ["query", "fragment"])
+async def test_every_delivery_mode_reaches_jitsis_web_client(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient, mode: str
+) -> None:
+    """The final URL, read by Jitsi's own parseJWTFromURLParams, gives the minted token."""
+    async with start_gateway(op, mongo_uri, delivery={"mode": mode}) as gw:
+        first = await gw.sign_in(browser, op, room="Standup", tenant="Acme")
+        auth = await browser.get(f"{gw.url}/oidc/auth", params={"room": "Retro"})
+        second = await browser.get(urljoin(gw.url, auth.headers["location"]))
+        minted = [e for e in await audit_events(gw) if e["event"] == "token_minted"]
+        for response, event, path in zip(
+            (first, second), minted, ("/Acme/Standup", "/Retro"), strict=True
+        ):
+            url = response.headers["location"]
+            assert url.startswith(JITSI_BASE + path)
+            token = jitsi_token(url)
+            assert token is not None
+            claims = decode_jitsi(token)
+            assert claims["jti"] == event["jti"] and claims["room"] == event["room"]
+            assert ("#" in url) == (mode == "fragment")

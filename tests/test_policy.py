@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from adapters.base import Identity
 from gateway.policy import Policy, PolicySettings
@@ -229,11 +230,119 @@ def test_layers_defaults_idp_defaults_rule() -> None:
     )
 
 
-def test_explicit_moderator_flag_wins_over_affiliation() -> None:
-    engine = policy([{"name": "r", "affiliation": "owner", "moderator": False}])
+@pytest.mark.parametrize(
+    ("affiliation", "moderator"),
+    [("owner", False), ("moderator", False), ("member", True)],
+)
+def test_affiliation_and_moderator_that_contradict_are_refused(
+    affiliation: str, moderator: bool
+) -> None:
+    """mod_token_affiliation would make the person a moderator anyway (or the UI would lie)."""
+    with pytest.raises(ValidationError, match="contradict each other"):
+        policy([{"name": "r", "affiliation": affiliation, "moderator": moderator}])
+
+
+@pytest.mark.parametrize(
+    ("layers", "claims"),
+    [
+        pytest.param(
+            {"defaults": {"affiliation": "owner"}, "rule": {"moderator": False}},
+            {"moderator": False},
+            id="rule_moderator_false_drops_default_owner",
+        ),
+        pytest.param(
+            {"defaults": {"moderator": True}, "rule": {"affiliation": "member"}},
+            {"affiliation": "member", "moderator": False},
+            id="rule_member_overrides_default_moderator",
+        ),
+        pytest.param(
+            {"defaults": {"affiliation": "member"}, "rule": {"moderator": True}},
+            {"moderator": True},
+            id="rule_moderator_true_over_default_member",
+        ),
+        pytest.param(
+            {"defaults": {"affiliation": "owner", "moderator": True}, "rule": {}},
+            {"affiliation": "owner", "moderator": True},
+            id="consistent_pair_kept",
+        ),
+    ],
+)
+def test_moderator_rights_come_from_one_layer(
+    layers: dict[str, dict[str, Any]], claims: dict[str, Any]
+) -> None:
+    engine = policy([{"name": "r", **layers["rule"]}], defaults=layers["defaults"])
     decision = engine.room(who(), "r")
-    assert (decision.affiliation, decision.moderator) == ("owner", False)
-    assert decision.user_claims() == {"affiliation": "owner", "moderator": False}
+    assert decision.user_claims() == claims
+    # What Jitsi's mod_token_affiliation makes of them agrees with the moderator flag.
+    affiliation = claims.get("affiliation")
+    owner = affiliation in ("owner", "moderator") or claims.get("moderator") is True
+    assert owner == decision.moderator
+
+
+WILDCARD = [
+    # (id, rules, room asked for, expected token room scope)
+    ("no_room_rules", [{"name": "all", "room_scope": "any"}], "standup", "*"),
+    (
+        "earlier_refusal_of_rooms",
+        [
+            {"name": "secret", "allow": False, "rooms": ["secret-*"]},
+            {"name": "all", "room_scope": "any"},
+        ],
+        "standup",
+        "room",
+    ),
+    (
+        "earlier_refusal_for_another_idp_only",
+        [
+            {"name": "secret", "allow": False, "idps": ["g"], "rooms": ["secret-*"]},
+            {"name": "all", "room_scope": "any"},
+        ],
+        "standup",
+        "*",
+    ),
+    (
+        "earlier_room_rule_with_other_rights",
+        [
+            {"name": "lobby", "rooms": ["lobby-*"], "affiliation": "member"},
+            {"name": "all", "room_scope": "any", "affiliation": "owner"},
+        ],
+        "standup",
+        "room",
+    ),
+    (
+        "deciding_rule_names_rooms",
+        [{"name": "team", "rooms": ["team-*"], "room_scope": "any"}],
+        "team-a",
+        "room",
+    ),
+    (
+        "later_refusal_never_reached",
+        [
+            {"name": "all", "room_scope": "any"},
+            {"name": "secret", "allow": False, "rooms": ["secret-*"]},
+        ],
+        "standup",
+        "*",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "room", "scope"), [w[1:] for w in WILDCARD], ids=[w[0] for w in WILDCARD]
+)
+def test_wildcard_token_only_where_no_room_is_decided_differently(
+    rules: list[dict[str, Any]], room: str, scope: str
+) -> None:
+    engine = policy(rules)
+    decision = engine.room(who(), room)
+    assert decision.allowed
+    assert decision.wildcard_room is (scope == "*"), decision.scope
+    assert decision.scope.startswith("every room" if scope == "*" else "this room only")
+    if decision.wildcard_room:
+        # The property a * token must have: every room gets the same decision.
+        for other in ("secret-x", "lobby-1", "team-a", "standup", "board"):
+            again = engine.room(who(), other)
+            assert again.allowed and again.rule == decision.rule, other
 
 
 def test_refusal_carries_no_token_settings() -> None:
@@ -263,10 +372,6 @@ def test_guest_rooms() -> None:
         ),
         ({"rules": [{"name": "a"}, {"name": "a"}]}, "rule name 'a' is used twice"),
         ({"guest_rooms": ["Lobby/*"]}, "policy.guest_rooms[0]: malformed room pattern"),
-        (
-            {"defaults": {"features": {"bogus-feature": True}}},
-            "policy.defaults.features: unknown Jitsi feature 'bogus-feature'",
-        ),
     ],
     ids=[
         "unknown-idp",
@@ -276,12 +381,25 @@ def test_guest_rooms() -> None:
         "wildcard-not-enabled",
         "duplicate-name",
         "bad-guest-pattern",
-        "unknown-feature",
     ],
 )
 def test_problems_name_rule_and_field(settings: dict[str, Any], problem: str) -> None:
     problems = PolicySettings.model_validate(settings).problems(["kc", "g"], False)
     assert any(problem in p for p in problems), problems
+
+
+def test_current_jitsi_features_pass_and_unknown_ones_only_warn() -> None:
+    """Jitsi's list grows: a name the gateway does not know yet is passed on, with a warning."""
+    features = {"moderation": True, "live-translation": True, "name-readonly": True}
+    known = PolicySettings.model_validate({"defaults": {"features": features}})
+    assert known.problems(["kc"], False) == [] and known.warnings() == []
+    newer = PolicySettings.model_validate(
+        {"rules": [{"name": "r", "features": {"holograms": True}}]}
+    )
+    assert newer.problems(["kc"], False) == []
+    [warning] = newer.warnings()
+    assert warning.startswith("policy.rules[0] (r).features: 'holograms' is not a Jitsi feature")
+    assert Policy(newer).room(who(), "x").features == {"holograms": True}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.cli import main
 from tests.test_policy_e2e import POLICY
 
 
@@ -169,3 +170,47 @@ def test_check_config_names_the_rule_and_field(
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_explain_says_why_a_token_is_room_scoped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: secret-* refused, everyone else room_scope any."""
+    policy = {
+        "rules": [
+            {"name": "secret", "allow": False, "rooms": ["secret-*"]},
+            {"name": "everyone", "room_scope": "any"},
+        ]
+    }
+    cfg = settings_file(tmp_path, policy)
+    data = yaml.safe_load(cfg.read_text())
+    data["jitsi"]["room_wildcard"] = True
+    cfg.write_text(yaml.safe_dump(data))
+    args = ["policy", "explain", "-c", str(cfg), "--idp", "testop"]
+    assert main([*args, "--room", "secret-x"]) == 1
+    assert main([*args, "--room", "standup"]) == 0
+    out = capsys.readouterr().out
+    assert "room secret-x: REFUSED" in out
+    assert "room=standup " in out
+    assert (
+        "token scope: this room only: rule 1 \"secret\" refuses rooms ['secret-*'] for this "
+        "person, which a * token would open"
+    ) in out
+
+
+def test_check_config_warns_on_unknown_features_and_refuses_contradictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = settings_file(
+        tmp_path, {"defaults": {"features": {"moderation": True, "teleport": True}}}
+    )
+    assert main(["check-config", "-c", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: policy.defaults.features: 'teleport' is not a Jitsi feature" in err
+    assert "moderation" not in err.split("known:")[0]
+    cfg = settings_file(
+        tmp_path, {"rules": [{"name": "r", "affiliation": "owner", "moderator": False}]}
+    )
+    assert main(["check-config", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "  policy.rules[0]: affiliation 'owner' with moderator: false contradict" in err

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from adapters.base import Identity
 from tests.support.gateway import (
     APP_SECRET,
     JITSI_BASE,
@@ -152,3 +153,44 @@ async def test_url_tenant_condition_at_tokenize(
         assert refused.status_code == 403
         event = await last_event(gw, event="room_refused")
         assert (event["tenant"], event["rule"]) == ("globex", "default")
+
+
+ROOMS_TO_TRY = ("standup", "secret-x", "secret-board", "board", "partner-a")
+
+
+@pytest.mark.parametrize(
+    ("rules", "wildcard"),
+    [
+        pytest.param(
+            [
+                {"name": "secret", "allow": False, "rooms": ["secret-*"]},
+                {"name": "everyone", "room_scope": "any"},
+            ],
+            False,
+            id="refused_rooms_keep_tokens_room_scoped",
+        ),
+        pytest.param([{"name": "everyone", "room_scope": "any"}], True, id="nothing_refused"),
+    ],
+)
+async def test_a_token_never_opens_a_room_the_policy_refuses(
+    op: TestOP,
+    mongo_uri: str,
+    browser: httpx.AsyncClient,
+    rules: list[dict[str, Any]],
+    wildcard: bool,
+) -> None:
+    """Every room the minted token opens (as Prosody reads ``room``) is one the policy
+    allows this person, checked by asking the gateway's own policy for each room."""
+    policy = {"default": "deny", "rules": rules}
+    async with start_gateway(op, mongo_uri, policy=policy, jitsi={"room_wildcard": True}) as gw:
+        claims = claims_of(await gw.sign_in(browser, op, room="standup"))
+        assert (claims["room"] == "*") is wildcard
+        doc = await gw.store.sessions.collection.find_one({})
+        assert doc is not None
+        identity = Identity.from_document(doc["identity"])
+        for room in ROOMS_TO_TRY:
+            if claims["room"] in ("*", room):
+                decision = gw.gateway.policy.room(identity, room)
+                assert decision.allowed, f"token for {claims['room']!r} opens refused {room}"
+        minted = await last_event(gw, event="token_minted")
+        assert minted["room"] == claims["room"]
