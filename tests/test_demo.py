@@ -75,3 +75,25 @@ async def test_demo_signs_in_and_shows_the_token(demo: tuple[str, str]) -> None:
     assert page.status_code == 200
     assert "token accepted" in page.text
     assert "Alice Demo" in page.text and "&quot;room&quot;: &quot;standup&quot;" in page.text
+
+    # Sign out: the demo's OP knows the post-logout URI, so both sessions end.
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15) as same_browser:
+        same_browser.cookies = browser.cookies
+        confirm = await same_browser.get(f"{gateway_url}/oidc/logout")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', confirm.text)
+        assert csrf, confirm.text
+        ended = await same_browser.post(f"{gateway_url}/oidc/logout", data={"csrf": csrf.group(1)})
+        assert ended.status_code == 303
+        landed = await op.logout_over_http(same_browser, ended.headers["location"])
+        assert landed.startswith(f"{gateway_url}/oidc/logged-out?")
+        logged_out = await same_browser.get(landed)
+        assert 'id="idp-ended"' in logged_out.text
+        start = await same_browser.get(room_url.rsplit("/", 1)[0] + "/")
+        assert start.status_code == 200 and 'id="welcome"' in start.text
+        # The next room goes through the OP's login page again.
+        entry = await same_browser.get(room_url.rsplit("/", 1)[0] + "/retro")
+        auth = await same_browser.get(entry.headers["location"])
+        at_op = await same_browser.get(auth.headers["location"])
+        while at_op.is_redirect and at_op.headers["location"].startswith(("/", op.issuer)):
+            at_op = await same_browser.get(urljoin(op.issuer, at_op.headers["location"]))
+        assert 'id="username"' in at_op.text
