@@ -16,7 +16,12 @@ from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
 from gateway.handlers.health import HealthHandler, ReadyHandler
-from gateway.handlers.logout import BackchannelLogoutHandler, LoggedOutHandler, LogoutHandler
+from gateway.handlers.logout import (
+    BackchannelLogoutHandler,
+    LoggedOutHandler,
+    LogoutHandler,
+    SilentLogoutHandler,
+)
 from gateway.handlers.metrics import MetricsHandler
 from gateway.handlers.tokenize import TokenizeHandler
 from gateway.http import HttpClient
@@ -48,6 +53,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),
         (r"/oidc/logout", LogoutHandler, deps),
+        (r"/oidc/logout/silent", SilentLogoutHandler, deps),
         (r"/oidc/logged-out", LoggedOutHandler, deps),
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),

@@ -226,6 +226,43 @@ class IdP(Strict):
         return self.display_name or self.id
 
 
+URI_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,63}")
+UNSAFE_SCHEMES = frozenset({"http", "https", "javascript", "data", "file", "blob", "vbscript"})
+ANDROID_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
+
+
+class Apps(Strict):
+    """Where a sign-in that Jitsi's mobile or desktop app started ends: the app's own scheme.
+
+    The apps open ``tokenAuthUrl`` in the system browser with ``ios``, ``android`` or
+    ``electron`` in ``{state}``; after sign-in the meeting must open in the app again.
+    White-labelled apps have their own schemes and package. ``null`` sends that app's people
+    to the web page instead. Never derived from request input.
+    """
+
+    ios_scheme: str | None = "org.jitsi.meet"
+    android_scheme: str | None = "org.jitsi.meet"
+    android_package: str | None = "org.jitsi.meet"
+    electron_scheme: str | None = "jitsi-meet"
+
+    @field_validator("ios_scheme", "android_scheme", "electron_scheme")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and (not URI_SCHEME.fullmatch(v) or v in UNSAFE_SCHEMES):
+            raise ValueError(
+                f"{v!r} is not an app's URI scheme (lower-case letters, digits, + . -; "
+                "not http, https, javascript, data, file, blob)"
+            )
+        return v
+
+    @field_validator("android_package")
+    @classmethod
+    def _package(cls, v: str | None) -> str | None:
+        if v is not None and not ANDROID_PACKAGE.fullmatch(v):
+            raise ValueError(f"{v!r} is not an Android package name (like org.jitsi.meet)")
+        return v
+
+
 class Delivery(Strict):
     """How the Jitsi token reaches the room page.
 
@@ -235,6 +272,7 @@ class Delivery(Strict):
 
     mode: Literal["query", "fragment"] = "query"
     flag_parameter: str = Field("oidc", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    apps: Apps = Apps()
 
     @field_validator("flag_parameter")
     @classmethod

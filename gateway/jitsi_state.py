@@ -1,40 +1,80 @@
-"""The ``state`` Jitsi's login button appends to ``tokenAuthUrl``.
+"""The ``state`` Jitsi's login button appends to ``tokenAuthUrl``, and what survives of it.
 
-Jitsi Meet (``config.tokenAuthUrl = 'https://meet.example.com/oidc/auth?room={room}&state={state}'``)
-fills ``{state}`` with URL-encoded JSON: ``{"room": ..., "roomSafe": ..., "tenant": ...}``
-plus ``config.*`` / ``interfaceConfig.*`` overrides and ``electron``. Only the room and the
-tenant are used, and both pass the same strict name rules as the ``room`` parameter; the
-state is never a redirect target, so the browser can only ever go back to the configured
-Jitsi base URL. Anything that is not that shape is refused.
+Jitsi Meet (``config.tokenAuthUrl = 'https://meet.example.com/oidc/auth?state={state}'``)
+fills ``{state}`` with URL-encoded JSON (``_getTokenAuthState`` in
+``react/features/authentication/functions.any.ts``): ``room``, ``roomSafe``, ``tenant``,
+``refreshToken`` when it has one, the person's pre-join choices as ``config.*`` keys, every
+``config.*`` / ``interfaceConfig.*`` / ``iceServers.*`` override from the room URL's hash
+(any JSON value, as Jitsi's ``parseURLParams`` parsed it), and ``ios`` / ``android`` (the
+mobile apps) or ``electron`` (the desktop app) set to true.
+
+What the gateway keeps: the room and the tenant (same strict name rules as the ``room``
+parameter), the overrides under the three prefixes Jitsi itself allows (so they can be
+handed back in the room URL's hash), and which app asked. Everything else is dropped. The
+state is bounded in size and nesting and is never a redirect target: the browser only ever
+goes back to the configured Jitsi base URL or a configured app scheme.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from gateway.errors import GatewayError
 from gateway.rooms import valid_room, valid_tenant
 
-MAX_STATE = 4096
-MAX_KEYS = 64
+MAX_STATE = 8192
+MAX_KEYS = 128
+MAX_DEPTH = 8
+OVERRIDE_PREFIXES = ("config.", "interfaceConfig.", "iceServers.")
+# Jitsi's parseURLParams takes the key up to '=' verbatim and ignores these path segments.
+OVERRIDE_KEY = re.compile(r"(?:config|interfaceConfig|iceServers)(?:\.[A-Za-z0-9_-]{1,64}){1,6}")
+IGNORED_SEGMENTS = frozenset({"__proto__", "constructor", "prototype"})
+APPS = ("ios", "android", "electron")
+
+App = Literal["ios", "android", "electron"]
 
 
-def room_from_state(state: str, room_param: str | None) -> tuple[str, str | None]:
-    """(room, tenant) from Jitsi's state; ``room_param`` (``{room}``) must agree when given."""
+@dataclass(frozen=True)
+class JitsiState:
+    room: str
+    tenant: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    app: App | None = None
+
+    def compact(self) -> str:
+        """The kept part, as the same JSON shape (handed from step to step of the flow)."""
+        doc: dict[str, Any] = {"room": self.room}
+        if self.tenant:
+            doc["tenant"] = self.tenant
+        doc |= self.overrides
+        if self.app:
+            doc[self.app] = True
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_state(state: str, room_param: str | None, tenant_param: str | None = None) -> JitsiState:
+    """Jitsi's state, checked; ``room_param`` / ``tenant_param`` must agree when given."""
     if len(state) > MAX_STATE:
-        raise GatewayError("bad_request", "state longer than allowed")
+        raise GatewayError("bad_request", f"state longer than {MAX_STATE} characters")
     try:
         doc: Any = json.loads(state)
     except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
         raise GatewayError("bad_request", "state is not JSON") from None
     if not isinstance(doc, dict) or len(doc) > MAX_KEYS:
-        raise GatewayError("bad_request", "state is not a small JSON object")
-    for key, value in doc.items():
-        if not isinstance(value, str | bool | int | float) and value is not None:
-            raise GatewayError("bad_request", "state values must be scalars")
-        if not isinstance(key, str) or len(key) > 128:
-            raise GatewayError("bad_request", "state has a malformed key")
+        raise GatewayError("bad_request", f"state is not a JSON object of {MAX_KEYS} keys or fewer")
+    if _depth(doc) > MAX_DEPTH:
+        raise GatewayError("bad_request", f"state is nested deeper than {MAX_DEPTH} levels")
     room, tenant = doc.get("room"), doc.get("tenant")
     if not isinstance(room, str) or not valid_room(room):
         raise GatewayError("bad_request", "state names no valid room")
@@ -44,4 +84,14 @@ def room_from_state(state: str, room_param: str | None) -> tuple[str, str | None
         raise GatewayError("bad_request", "state names a malformed tenant")
     if room_param is not None and room_param != room:
         raise GatewayError("bad_request", "room parameter and state disagree")
-    return room, tenant
+    if tenant_param is not None and tenant_param != tenant:
+        raise GatewayError("bad_request", "tenant parameter and state disagree")
+    overrides = {
+        key: value
+        for key, value in doc.items()
+        if key.startswith(OVERRIDE_PREFIXES)
+        and OVERRIDE_KEY.fullmatch(key)
+        and not IGNORED_SEGMENTS.intersection(key.split("."))
+    }
+    apps = [name for name in APPS if doc.get(name) is True]
+    return JitsiState(room, tenant, overrides, apps[0] if apps else None)

@@ -8,7 +8,7 @@ from adapters.base import AuthorizationParams
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
-from gateway.jitsi_state import MAX_STATE, room_from_state
+from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state
 from gateway.oidc.pkce import random_token, s256_challenge
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps, idp_for_email
@@ -20,10 +20,12 @@ class AuthHandler(GatewayHandler):
         room: str | None = None
         tenant: str | None = None
         idp: ConfiguredIdP | None = None
+        state: JitsiState | None = None
         try:
-            jitsi_state = self.param("state", MAX_STATE)
-            if jitsi_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
-                room, tenant = room_from_state(jitsi_state, self.param("room", 256))
+            raw_state = self.param("state", MAX_STATE)
+            if raw_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
+                state = parse_state(raw_state, self.param("room", 256))
+                room, tenant = state.room, state.tenant
             else:
                 room, tenant = self.room_and_tenant()
             idp_id = self.param("idp", 64)
@@ -31,7 +33,8 @@ class AuthHandler(GatewayHandler):
             eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
             identity = await self.current_identity()
             if identity is not None and identity.idp in {i.id for i in eligible}:
-                self.redirect(room_link("/oidc/tokenize", room, tenant))
+                more = {"state": state.compact()} if state else {}
+                self.redirect(room_link("/oidc/tokenize", room, tenant, **more))
                 return
             if idp_id is not None:
                 idp = next((i for i in eligible if i.id == idp_id), None)
@@ -44,9 +47,9 @@ class AuthHandler(GatewayHandler):
             elif not eligible:
                 raise GatewayError("idp_unknown", "no configured IdP serves this room")
             else:
-                self.render_chooser(room, tenant, eligible, login_hint)
+                self.render_chooser(room, tenant, eligible, login_hint, state)
                 return
-            await self.start_flow(idp, room, tenant, login_hint)
+            await self.start_flow(idp, room, tenant, login_hint, state)
         except GatewayError as exc:
             await self.refuse(exc, idp=idp.id if idp else None, room=room, tenant=tenant)
 
@@ -56,9 +59,11 @@ class AuthHandler(GatewayHandler):
         tenant: str | None,
         eligible: list[ConfiguredIdP],
         login_hint: str | None,
+        state: JitsiState | None,
     ) -> None:
+        more = {"state": state.compact()} if state else {}
         choices = [
-            (idp.id, idp.config.label, room_link("/oidc/auth", room, tenant, idp=idp.id))
+            (idp.id, idp.config.label, room_link("/oidc/auth", room, tenant, idp=idp.id, **more))
             for idp in eligible
         ]
         self.render(
@@ -68,11 +73,17 @@ class AuthHandler(GatewayHandler):
             choices=choices,
             login_hint=login_hint or "",
             show_email=any(i.config.email_domains for i in eligible),
+            state=state.compact() if state else None,
             unknown_domain=bool(login_hint),
         )
 
     async def start_flow(
-        self, idp: ConfiguredIdP, room: str, tenant: str | None, login_hint: str | None
+        self,
+        idp: ConfiguredIdP,
+        room: str,
+        tenant: str | None,
+        login_hint: str | None,
+        state_in: JitsiState | None,
     ) -> None:
         settings = self.gateway.settings
         meta = await idp.rp.metadata()
@@ -87,6 +98,7 @@ class AuthHandler(GatewayHandler):
             tenant=tenant,
             nonce=nonce,
             code_verifier=verifier,
+            jitsi_state=state_in.compact() if state_in else None,
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),
         )

@@ -124,4 +124,5 @@ class CallbackHandler(GatewayHandler):
             rule=decision.rule,
             decision=decision.reason,
         )
-        self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant))
+        more = {"state": flow.jitsi_state} if flow.jitsi_state else {}
+        self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant, **more))

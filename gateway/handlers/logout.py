@@ -202,6 +202,86 @@ class LogoutHandler(LogoutPage):
         return url, None if url else "unavailable"
 
 
+class SilentLogoutHandler(LogoutPage):
+    """``GET /oidc/logout/silent``: Jitsi's ``config.tokenLogoutUrl``.
+
+    Jitsi's web client loads this URL in a hidden iframe when the person logs out in the
+    meeting, so it ends the gateway session on a GET, without a confirmation. A GET that
+    ends a session is only safe when the page loading it is Jitsi itself, so the browser's
+    own signals must say so: ``Sec-Fetch-Site: same-origin`` (Jitsi and the gateway on one
+    origin behind nginx), or ``same-site`` with a ``Referer`` on the Jitsi origin. A
+    cross-site page gets nothing: the session cookie is ``SameSite=Lax``, so a cross-site
+    iframe does not even carry it, and the request is refused as well. Only this page may
+    be framed, and only by the Jitsi origin (``frame-ancestors``).
+
+    The IdP session is not ended here: IdPs refuse to be framed and ask the person to
+    confirm, which a hidden iframe cannot show. The next room may therefore sign in again
+    without a password while the IdP session lives; ``/oidc/logout`` does both.
+    """
+
+    def prepare(self) -> None:
+        super().prepare()
+        jitsi = origin_of(self.gateway.settings.jitsi.base_url)
+        self.clear_header("X-Frame-Options")  # CSP frame-ancestors names the one origin
+        self.set_header(
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors {jitsi}",
+        )
+
+    def not_from_jitsi(self) -> str | None:
+        """Why this request is not Jitsi's own iframe, or None."""
+        fetch_site = self.request.headers.get("Sec-Fetch-Site")
+        jitsi = origin_of(self.gateway.settings.jitsi.base_url)
+        referer = self.request.headers.get("Referer")
+        from_jitsi = referer is not None and origin_of(referer) == jitsi
+        if fetch_site == "same-origin":
+            return None
+        if fetch_site == "same-site" and from_jitsi:
+            return None
+        if fetch_site is None and from_jitsi:  # a browser without Fetch Metadata
+            return None
+        where = "on" if from_jitsi else "not on"
+        return f"Sec-Fetch-Site {str(fetch_site)[:32]}, Referer {where} the Jitsi origin"
+
+    async def head(self) -> None:
+        self.render_logged_out()  # HEAD ends nothing
+
+    async def get(self) -> None:
+        why = self.not_from_jitsi()
+        if why is not None:
+            log.info("silent logout refused: %s [request %s]", why, self.request_id)
+            await self.audit(
+                "logout", "failure", reason="cross_site_request", detail=why, silent=True
+            )
+            self.set_status(403)
+            self.render_error_page(
+                "Sign-out was not confirmed",
+                "Please use the sign-out button on this site.",
+                retry_url="/oidc/logout",
+            )
+            return
+        sid = self.session_id()
+        if sid is None:
+            self.render_logged_out()
+            return
+        try:
+            record = await self.gateway.store.sessions.record(sid, self.gateway.now())
+            await self.gateway.store.sessions.delete(sid)
+        except GatewayError as exc:
+            await self.refuse(exc, event="logout")
+            return
+        await self.audit(
+            "logout",
+            "success",
+            identity=record.identity if record else None,
+            session_id=sid,
+            idp_logout=False,
+            silent=True,
+        )
+        kept = record.identity.idp if record else None
+        self.render_logged_out(idp_kept=self.idp_name(kept), why="")
+
+
 class LoggedOutHandler(LogoutPage):
     """Where the IdP sends the browser back (register it as post_logout_redirect_uri).
 

@@ -1,7 +1,9 @@
 """``GET /oidc/tokenize``: a live session plus a room becomes a Jitsi token and a redirect.
 
 The policy decides per room, so one session can open several rooms with different outcomes
-(or be refused one room and still open another).
+(or be refused one room and still open another). ``state`` (the kept part of Jitsi's login
+button state, see ``jitsi_state``) may come along: its overrides go back into the room
+URL's hash, and a sign-in started by Jitsi's app ends in the app.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import logging
 from urllib.parse import urlencode
 
 from adapters.base import Identity
-from gateway.delivery import deliver
+from gateway.delivery import app_url, deliver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
+from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps
 
@@ -26,13 +29,16 @@ class TokenizeHandler(GatewayHandler):
         identity: Identity | None = None
         try:
             room, tenant = self.room_and_tenant()
+            raw_state = self.param("state", MAX_STATE)
+            state = parse_state(raw_state, room, tenant) if raw_state else None
             identity = await self.current_identity()
             eligible = {i.id for i in eligible_idps(self.gateway.idps.values(), room, tenant)}
             if identity is None or identity.idp not in eligible:
                 # No session, or the room is pinned to another IdP: sign in (there) first.
-                self.redirect(room_link("/oidc/auth", room, tenant))
+                more = {"state": state.compact()} if state else {}
+                self.redirect(room_link("/oidc/auth", room, tenant, **more))
                 return
-            await self.mint_and_redirect(identity, room, tenant)
+            await self.mint_and_redirect(identity, room, tenant, state)
         except GatewayError as exc:
             guest_url = None
             if room is not None and exc.reason == "policy_denied":
@@ -49,7 +55,9 @@ class TokenizeHandler(GatewayHandler):
                 guest_url=guest_url,
             )
 
-    async def mint_and_redirect(self, identity: Identity, room: str, tenant: str | None) -> None:
+    async def mint_and_redirect(
+        self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
+    ) -> None:
         decision = self.gateway.policy.room(identity, room, tenant)
         log.debug(
             "room %s for %s: %s (%s)",
@@ -84,5 +92,13 @@ class TokenizeHandler(GatewayHandler):
             rule=decision.rule,
             decision=decision.reason,
         )
+        delivery = self.gateway.settings.delivery
         page = self.gateway.tokens.room_page(room, tenant)
-        self.redirect(deliver(self.gateway.settings.delivery, page, minted.token))
+        url = deliver(delivery, page, minted.token, state.overrides if state else None)
+        in_app = app_url(delivery.apps, state.app, url) if state and state.app else None
+        if in_app is None:
+            self.redirect(url)
+            return
+        # A custom scheme: a page with a button (and an immediate refresh) hands over to the
+        # app; the system browser may ask the person first.
+        self.render("open_app.html", app_url=in_app, web_url=url, room=room)

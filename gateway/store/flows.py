@@ -30,6 +30,7 @@ class Flow:
     code_verifier: str
     created_at: datetime
     expires_at: datetime
+    jitsi_state: str | None = None  # the kept part of Jitsi's login-button state
 
 
 class FlowStore:
@@ -70,7 +71,7 @@ class FlowStore:
                 raise self._why_refused(await self.collection.find_one({"_id": key}), now)
         except PyMongoError as exc:
             raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
-        fields = {k: doc[k] for k in Flow.__dataclass_fields__}
+        fields = {k: doc[k] for k in Flow.__dataclass_fields__ if k in doc}
         return Flow(**fields)
 
     @staticmethod

@@ -25,7 +25,10 @@ mkdir -p "$DEST"
 tar xzf "$tarball" -C "$DEST" --strip-components=1 \
   package/react/features/base/util/parseURLParams.ts \
   package/react/features/base/util/helpers.ts \
+  package/react/features/base/util/uri.ts \
+  package/react/features/base/util/strings.web.ts \
   package/react/features/authentication/functions.any.ts \
   package/react/features/authentication/functions.web.ts \
+  package/react/features/authentication/functions.native.ts \
   package/react/features/base/jwt/functions.ts
 echo "$VERSION" > "$DEST/VERSION"

@@ -1,9 +1,9 @@
 // Module hooks that let Node run a few of Jitsi Meet's own TypeScript files (jitsi-src/,
 // see fetch-jitsi-source.sh) outside their app. Relative imports between the files listed in
-// REAL resolve to them; `@jitsi/js-utils` comes from node_modules; every other import (redux
-// state, logger, lib-jitsi-meet, types...) is bound to a stand-in from globalThis.__jitsiStubs
-// (undefined when none is given): the functions under test do not call those. Only import
-// lines are rewritten; Jitsi's code is otherwise run as published.
+// REAL resolve to them; the npm packages in PACKAGES come from node_modules (the versions
+// Jitsi pins); every other import (redux state, logger, lib-jitsi-meet, react-native,
+// types...) is bound to a stand-in from globalThis.__jitsiStubs (undefined when none is
+// given). Only import lines are rewritten; Jitsi's code is otherwise run as published.
 import { readFile } from 'node:fs/promises';
 import { stripTypeScriptTypes } from 'node:module';
 
@@ -12,17 +12,27 @@ const SRC = new URL('./jitsi-src/react/features/', import.meta.url).href;
 const REAL = new Set([
   'base/util/parseURLParams.ts',
   'base/util/helpers.ts',
+  'base/util/uri.ts',
+  'base/util/strings.web.ts',
   'base/jwt/functions.ts',
   'authentication/functions.any.ts',
   'authentication/functions.web.ts',
+  'authentication/functions.native.ts',
 ]);
 
-const IMPORT_RE = /^import\s+(type\s+)?([\s\S]*?)\s+from\s+'([^']+)';?$/gm;
+const PACKAGES = ['@jitsi/js-utils', 'base64-js'];
 
+const IMPORT_RE = /^import\s+(type\s+)?([\s\S]*?)\s+from\s+'([^']+)';?$/gm;
+const REEXPORT_RE = /^export\s+(?:\*|\{[^}]*\})\s+from\s+'([^']+)';?$/gm;
+
+// Jitsi's bundler picks `<name>.web.ts` for the web build; plain `<name>.ts` otherwise.
 function realTarget(specifier, parentUrl) {
   if (!specifier.startsWith('.')) return null;
-  const url = new URL(`${specifier}.ts`, parentUrl).href;
-  return url.startsWith(SRC) && REAL.has(url.slice(SRC.length)) ? url : null;
+  for (const suffix of ['.ts', '.web.ts']) {
+    const url = new URL(`${specifier}${suffix}`, parentUrl).href;
+    if (url.startsWith(SRC) && REAL.has(url.slice(SRC.length))) return url;
+  }
+  return null;
 }
 
 function bindStub(clause, specifier) {
@@ -48,11 +58,16 @@ export async function load(url, context, next) {
   const text = await readFile(new URL(url), 'utf8');
   const rewritten = text.replace(IMPORT_RE, (line, typeOnly, clause, specifier) => {
     if (typeOnly) return '';
-    if (specifier.startsWith('@jitsi/js-utils') || realTarget(specifier, url)) {
+    if (PACKAGES.some((p) => specifier === p || specifier.startsWith(`${p}/`))
+        || realTarget(specifier, url)) {
       const target = realTarget(specifier, url);
       return target ? line.replace(`'${specifier}'`, `'${target}'`) : line;
     }
     return bindStub(clause, specifier);
+  }).replace(REEXPORT_RE, (line, specifier) => {
+    const target = realTarget(specifier, url);
+    if (!target) throw new Error(`${url}: re-export of ${specifier}, which is not loaded`);
+    return line.replace(`'${specifier}'`, `'${target}'`);
   });
-  return { format: 'module', source: stripTypeScriptTypes(rewritten), shortCircuit: true };
+  return { format: 'module', source: stripTypeScriptTypes(rewritten, { mode: 'transform' }), shortCircuit: true };
 }

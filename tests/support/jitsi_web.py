@@ -42,3 +42,31 @@ def jitsi_token(url: str) -> str | None:
 def jitsi_hash_params(url: str) -> dict[str, Any]:
     """The hash parameters (``config.*``, ``jwt``...) as Jitsi's web client parses them."""
     return jitsi_reads([{"op": "hash", "url": url}])[0]
+
+
+def jitsi_token_auth_url(
+    token_auth_url: str,
+    location: str,
+    room: str,
+    tenant: str | None = None,
+    *,
+    platform: str = "web",
+    options: dict[str, Any] | None = None,
+) -> tuple[str, str | None]:
+    """(the URL Jitsi's login button opens, the PKCE verifier it kept) from Jitsi's own
+    ``getTokenAuthUrl``: the web build for ``web``/``electron``, the app build for
+    ``ios``/``android``."""
+    [answer] = jitsi_reads(
+        [
+            {
+                "op": "tokenAuthUrl",
+                "platform": platform,
+                "tokenAuthUrl": token_auth_url,
+                "location": location,
+                "room": room,
+                "tenant": tenant,
+                "options": options or {},
+            }
+        ]
+    )
+    return answer["url"], answer["codeVerifier"]
