@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tornado.web
 
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.context import Gateway
 from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
 from gateway.handlers.auth import AuthHandler
@@ -23,6 +23,12 @@ from gateway.handlers.logout import (
     SilentLogoutHandler,
 )
 from gateway.handlers.metrics import MetricsHandler
+from gateway.handlers.token_service import (
+    AuthorizeHandler,
+    DiscoveryHandler,
+    JwksHandler,
+    TokenHandler,
+)
 from gateway.handlers.tokenize import TokenizeHandler
 from gateway.http import HttpClient
 from gateway.idps import open_idps
@@ -32,6 +38,8 @@ from gateway.metrics import Metrics
 from gateway.plugins import Registry, discover
 from gateway.policy import Policy
 from gateway.store import Store
+from gateway.tokenservice.keys import SigningKey
+from gateway.tokenservice.service import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,10 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/auth", AuthHandler, deps),
         (r"/oidc/redirect/([a-z0-9][a-z0-9_-]{0,31})", CallbackHandler, deps),
         (r"/oidc/tokenize", TokenizeHandler, deps),
+        (r"/oidc/authorize", AuthorizeHandler, deps),
+        (r"/oidc/token", TokenHandler, deps),
+        (r"/oidc/jwks", JwksHandler, deps),
+        (r"/oidc/\.well-known/openid-configuration", DiscoveryHandler, deps),
         (r"/healthz", HealthHandler, deps),
         (r"/readyz", ReadyHandler, deps),
         (r"/oidc/logout", LogoutHandler, deps),
@@ -90,7 +102,28 @@ def build_gateway(
     idps = open_idps(settings, registry, http, clock)
     store.audit.configure(settings.audit)
     tokens = JitsiTokens(settings.jitsi, clock)
-    return Gateway(settings, store, idps, tokens, http, Policy(settings.policy), clock)
+    policy = Policy(settings.policy)
+    service = open_token_service(settings, store, policy, tokens, clock)
+    return Gateway(settings, store, idps, tokens, http, policy, clock, service)
+
+
+def open_token_service(
+    settings: Settings,
+    store: Store,
+    policy: Policy,
+    tokens: JitsiTokens,
+    clock: Callable[[], float],
+) -> TokenService | None:
+    """The token service when enabled; its key is read here, so a bad key stops start-up."""
+    cfg = settings.token_service
+    if not cfg.enabled or cfg.signing_key_file is None:
+        return None
+    try:
+        key = SigningKey.load(cfg.signing_key_file, cfg.key_id)
+    except ValueError as exc:
+        raise ConfigError([f"token_service.signing_key_file: {exc}"]) from None
+    issuer = f"{settings.public_url}/oidc"
+    return TokenService(cfg, key, issuer, store, policy, tokens, clock)
 
 
 async def warm_up(gateway: Gateway) -> None:

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from gateway.policy import PolicySettings
+from gateway.tokenservice.settings import TokenServiceSettings
 
 ENV_PREFIX = "JOG_"
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -363,6 +364,7 @@ class Settings(Strict):
         (), description="CIDRs whose X-Forwarded-For / X-Real-IP is believed (nginx)"
     )
     policy: PolicySettings = PolicySettings()
+    token_service: TokenServiceSettings = TokenServiceSettings()
 
     @field_validator("public_url")
     @classmethod

@@ -13,6 +13,7 @@ from gateway.idps import ConfiguredIdP
 from gateway.jitsi import JitsiTokens
 from gateway.policy import Policy
 from gateway.store import Store
+from gateway.tokenservice.service import TokenService
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Gateway:
     http: HttpClient
     policy: Policy
     clock: Callable[[], float] = field(default=time.time)
+    token_service: TokenService | None = None
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

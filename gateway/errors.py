@@ -30,6 +30,9 @@ REASONS = {
     "cross_site_request": "a logout POST from another site (Origin / Sec-Fetch-Site)",
     "csrf_token_invalid": "a logout POST without the session's form token",
     "logout_token_invalid": "a back-channel logout token failed a check (detail names it)",
+    "token_request_invalid": "a token-service request was malformed or named a wrong client",
+    "token_grant_invalid": "a token-service code or refresh token was unknown, used or expired",
+    "refresh_token_reused": "a used refresh token came again: its whole family was revoked",
 }
 
 

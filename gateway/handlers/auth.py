@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from adapters.base import AuthorizationParams
+from adapters.base import AuthorizationParams, Identity
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
@@ -16,25 +16,56 @@ from gateway.store.flows import Flow
 
 
 class AuthHandler(GatewayHandler):
+    """Room request in, IdP sign-in (or a live session) out. Subclasses (the token
+    service's ``/oidc/authorize``) change what a live session leads to and where the
+    callback continues; the IdP choice and the flow are the same."""
+
+    entry_path = "/oidc/auth"
+
+    def parse_request(self) -> tuple[str, str | None, JitsiState | None]:
+        raw_state = self.param("state", MAX_STATE)
+        if raw_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
+            state = parse_state(raw_state, self.param("room", 256))
+            return state.room, state.tenant, state
+        room, tenant = self.room_and_tenant()
+        return room, tenant, None
+
+    async def with_session(
+        self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
+    ) -> None:
+        """A live session of an eligible IdP: single sign-on, no IdP round trip."""
+        more = {"state": state.compact()} if state else {}
+        self.redirect(room_link("/oidc/tokenize", room, tenant, **more))
+
+    def entry_link(self, room: str, tenant: str | None, state: JitsiState | None, **kw: str) -> str:
+        """This entry point again with more parameters (the chooser's links)."""
+        more = {"state": state.compact()} if state else {}
+        return room_link(self.entry_path, room, tenant, **more, **kw)
+
+    def hidden_fields(
+        self, room: str, tenant: str | None, state: JitsiState | None
+    ) -> list[tuple[str, str]]:
+        """What the chooser's e-mail form sends back to this entry point."""
+        fields = [("room", room)] + ([("tenant", tenant)] if tenant else [])
+        return fields + ([("state", state.compact())] if state else [])
+
+    def return_to(self) -> str | None:
+        """Where the callback continues after sign-in (None: ``/oidc/tokenize``)."""
+        return None
+
     async def get(self) -> None:
         room: str | None = None
         tenant: str | None = None
         idp: ConfiguredIdP | None = None
         state: JitsiState | None = None
         try:
-            raw_state = self.param("state", MAX_STATE)
-            if raw_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
-                state = parse_state(raw_state, self.param("room", 256))
-                room, tenant = state.room, state.tenant
-            else:
-                room, tenant = self.room_and_tenant()
+            room, tenant, state = self.parse_request()
             idp_id = self.param("idp", 64)
             login_hint = self.param("login_hint", 254)
             eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
             identity = await self.current_identity()
             if identity is not None and identity.idp in {i.id for i in eligible}:
-                more = {"state": state.compact()} if state else {}
-                self.redirect(room_link("/oidc/tokenize", room, tenant, **more))
+                await self.with_session(identity, room, tenant, state)
                 return
             if idp_id is not None:
                 idp = next((i for i in eligible if i.id == idp_id), None)
@@ -61,9 +92,8 @@ class AuthHandler(GatewayHandler):
         login_hint: str | None,
         state: JitsiState | None,
     ) -> None:
-        more = {"state": state.compact()} if state else {}
         choices = [
-            (idp.id, idp.config.label, room_link("/oidc/auth", room, tenant, idp=idp.id, **more))
+            (idp.id, idp.config.label, self.entry_link(room, tenant, state, idp=idp.id))
             for idp in eligible
         ]
         self.render(
@@ -73,7 +103,8 @@ class AuthHandler(GatewayHandler):
             choices=choices,
             login_hint=login_hint or "",
             show_email=any(i.config.email_domains for i in eligible),
-            state=state.compact() if state else None,
+            entry_path=self.entry_path,
+            hidden=self.hidden_fields(room, tenant, state),
             unknown_domain=bool(login_hint),
         )
 
@@ -99,6 +130,7 @@ class AuthHandler(GatewayHandler):
             nonce=nonce,
             code_verifier=verifier,
             jitsi_state=state_in.compact() if state_in else None,
+            return_to=self.return_to(),
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime),
         )

@@ -42,6 +42,9 @@ STATUS = {
     "policy_denied": 403,
     "store_unavailable": 503,
     "admin_unauthorized": 401,
+    "token_request_invalid": 400,
+    "token_grant_invalid": 400,
+    "refresh_token_reused": 400,
 }
 
 PUBLIC_TEXT = {
@@ -65,6 +68,9 @@ PUBLIC_TEXT = {
     "policy_denied": ("Access refused", "Your account may not join this meeting."),
     "store_unavailable": ("Sign-in is unavailable", "Please try again in a moment."),
     "admin_unauthorized": ("Not authorised", "A valid admin token is required."),
+    "token_request_invalid": ("That link is not valid", "The sign-in request is malformed."),
+    "token_grant_invalid": ("Sign-in has expired", "Please start again from the meeting."),
+    "refresh_token_reused": ("Sign-in has expired", "Please start again from the meeting."),
 }
 
 

@@ -124,5 +124,8 @@ class CallbackHandler(GatewayHandler):
             rule=decision.rule,
             decision=decision.reason,
         )
+        if flow.return_to and flow.return_to.startswith("/oidc/authorize?"):
+            self.redirect(flow.return_to)  # the token service's request, now with a session
+            return
         more = {"state": flow.jitsi_state} if flow.jitsi_state else {}
         self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant, **more))

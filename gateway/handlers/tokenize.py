@@ -8,7 +8,6 @@ URL's hash, and a sign-in started by Jitsi's app ends in the app.
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import urlencode
 
 from adapters.base import Identity
@@ -16,10 +15,9 @@ from gateway.delivery import app_url, deliver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state
+from gateway.room_token import room_token
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps
-
-log = logging.getLogger(__name__)
 
 
 class TokenizeHandler(GatewayHandler):
@@ -58,24 +56,8 @@ class TokenizeHandler(GatewayHandler):
     async def mint_and_redirect(
         self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
     ) -> None:
-        decision = self.gateway.policy.room(identity, room, tenant)
-        log.debug(
-            "room %s for %s: %s (%s)",
-            room,
-            identity.user_id,
-            "allowed" if decision.allowed else "refused",
-            " | ".join(decision.trail),
-        )
-        if not decision.allowed:
-            raise GatewayError("policy_denied", decision.reason, rule=decision.rule)
-        minted = self.gateway.tokens.mint(
-            identity,
-            room,
-            tenant,
-            user_extra=decision.user_claims(),
-            features=decision.features,
-            lifetime=decision.token_lifetime_seconds,
-            wildcard_room=decision.wildcard_room,
+        minted, decision = room_token(
+            self.gateway.policy, self.gateway.tokens, identity, room, tenant
         )
         await self.audit(
             "token_minted",

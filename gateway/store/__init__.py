@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 
 from gateway.store.audit import AuditLog
 from gateway.store.flows import FlowStore
+from gateway.store.grants import GrantStore
 from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
 
@@ -22,6 +23,7 @@ class Store:
         self.sessions = SessionStore(self.db["sessions"])
         self.audit = AuditLog(self.db["audit"])
         self.replays = ReplayGuard(self.db["used_tokens"])
+        self.grants = GrantStore(self.db["token_codes"], self.db["refresh_tokens"])
 
     @classmethod
     def connect(cls, uri: str, database: str, timeout_seconds: float = 5.0) -> Store:
@@ -41,6 +43,7 @@ class Store:
         await self.sessions.ensure_indexes()
         await self.audit.ensure_indexes()
         await self.replays.ensure_indexes()
+        await self.grants.ensure_indexes()
 
     async def ping(self) -> bool:
         try:

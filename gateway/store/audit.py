@@ -45,6 +45,10 @@ EVENTS = (
     "logout",
     "backchannel_logout",
     "admin_query",
+    "code_issued",
+    "token_issued",
+    "token_refreshed",
+    "token_refused",
 )
 OUTCOMES = ("success", "failure", "info")
 

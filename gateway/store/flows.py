@@ -31,6 +31,7 @@ class Flow:
     created_at: datetime
     expires_at: datetime
     jitsi_state: str | None = None  # the kept part of Jitsi's login-button state
+    return_to: str | None = None  # the token service's /oidc/authorize request, to resume
 
 
 class FlowStore:

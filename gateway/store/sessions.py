@@ -31,6 +31,7 @@ class SessionRecord:
     idp_sid: str | None
     idp_sub: str | None
     id_token: str | None
+    expires_at: datetime | None = None
 
 
 def _token_subject(id_token: str | None) -> str | None:
@@ -93,10 +94,12 @@ class SessionStore:
 
     async def record(self, session_id: str, now: datetime) -> SessionRecord | None:
         """A live session with its IdP session id, subject and logout hint, or None."""
+        return await self.record_by_hash(sha256_hex(session_id), now)
+
+    async def record_by_hash(self, session_hash: str, now: datetime) -> SessionRecord | None:
+        """The same by the stored key (the token service keeps only the hash)."""
         try:
-            doc = await self.collection.find_one(
-                {"_id": sha256_hex(session_id), "expires_at": {"$gt": now}}
-            )
+            doc = await self.collection.find_one({"_id": session_hash, "expires_at": {"$gt": now}})
         except PyMongoError as exc:
             raise self._unavailable(exc) from None
         if doc is None:
@@ -106,6 +109,7 @@ class SessionStore:
             doc.get("idp_sid"),
             doc.get("idp_sub"),
             doc.get("id_token"),
+            doc.get("expires_at"),
         )
 
     async def delete(self, session_id: str) -> bool:

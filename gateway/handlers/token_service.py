@@ -1,0 +1,219 @@
+"""The token service's endpoints for Jitsi's ``sso.html``: ``/oidc/authorize``,
+``/oidc/token``, and the gateway's discovery document and keys.
+
+``/oidc/authorize`` is ``/oidc/auth`` with another ending: the same IdP choice, flow and
+session, then a single-use code to the registered ``sso.html`` instead of a room URL.
+Errors before the client and its redirect URI are known to be registered end on a page;
+after, they go back to ``sso.html`` as ``error``/``error_description`` with the state.
+The token endpoint answers RFC 6749 JSON, always ``Cache-Control: no-store``; it is called
+by ``sso.html``'s ``fetch`` (same origin behind nginx; otherwise CORS for the registered
+Jitsi origins only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from adapters.base import Identity
+from gateway.errors import GatewayError
+from gateway.handlers.auth import AuthHandler
+from gateway.handlers.base import GatewayHandler
+from gateway.jitsi_state import JitsiState
+from gateway.oidc.pkce import sha256_hex
+from gateway.tokenservice.service import AuthorizeRequest, TokenService, TokenServiceError
+
+AUTHORIZE_PARAMS = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "room",
+    "scope",
+)
+MAX_TOKEN_BODY = 16 * 1024
+
+
+def _bad(description: str) -> TokenServiceError:
+    return TokenServiceError("invalid_request", description, "token_request_invalid")
+
+
+def _service(handler: GatewayHandler) -> TokenService:
+    service = handler.gateway.token_service
+    if service is None:
+        raise GatewayError("token_request_invalid", "the token service is not enabled")
+    return service
+
+
+class AuthorizeHandler(AuthHandler):
+    entry_path = "/oidc/authorize"
+    authz: AuthorizeRequest
+
+    def parse_request(self) -> tuple[str, str | None, JitsiState | None]:
+        service = _service(self)
+        params = {name: self.param(name, 8192) for name in AUTHORIZE_PARAMS}
+        self.authz = service.authorize_request(params)
+        return self.authz.jitsi.room, self.authz.jitsi.tenant, self.authz.jitsi
+
+    def original_query(self, **extra: str) -> str:
+        params = {n: v for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None))}
+        return f"{self.entry_path}?{urlencode({**params, **extra})}"
+
+    def entry_link(self, room: str, tenant: str | None, state: JitsiState | None, **kw: str) -> str:
+        return self.original_query(**kw)
+
+    def hidden_fields(
+        self, room: str, tenant: str | None, state: JitsiState | None
+    ) -> list[tuple[str, str]]:
+        return [
+            (n, v) for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None)) is not None
+        ]
+
+    def return_to(self) -> str | None:
+        return self.original_query()
+
+    async def with_session(
+        self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
+    ) -> None:
+        service = _service(self)
+        decision = self.gateway.policy.room(identity, room, tenant)
+        if not decision.allowed:
+            await self.audit(
+                "token_refused",
+                "failure",
+                identity=identity,
+                reason="policy_denied",
+                detail=decision.reason,
+                rule=decision.rule,
+                room=room,
+                tenant=tenant,
+                client_id=self.authz.client.client_id,
+            )
+            error = {"error": "access_denied", "error_description": "this room is not open to you"}
+            self.redirect(self.authz.redirect(error))
+            return
+        sid = self.session_id()
+        assert sid is not None  # a live identity came from this cookie
+        url = await service.issue_code(self.authz, sha256_hex(sid))
+        await self.audit(
+            "code_issued",
+            "success",
+            identity=identity,
+            room=room,
+            tenant=tenant,
+            session_id=sid,
+            client_id=self.authz.client.client_id,
+        )
+        self.redirect(url)
+
+
+class TokenHandler(GatewayHandler):
+    """``POST /oidc/token``: no cookies, no pages; RFC 6749 answers."""
+
+    def cors_origin(self) -> str | None:
+        service = self.gateway.token_service
+        origin = self.request.headers.get("Origin")
+        if service is None or origin is None:
+            return None
+        allowed = {c.origin for c in service.settings.clients}
+        return origin if origin.lower() in allowed else None
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.set_header("Pragma", "no-cache")
+        origin = self.cors_origin()
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+        self.set_header("Vary", "Origin")
+
+    def options(self) -> None:
+        if self.cors_origin() is not None:
+            self.set_header("Access-Control-Allow-Methods", "POST")
+            self.set_header("Access-Control-Allow-Headers", "Content-Type")
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    async def post(self) -> None:
+        service = self.gateway.token_service
+        if service is None:
+            self.answer(404, {"error": "invalid_request", "error_description": "not enabled"})
+            return
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            if content_type != "application/x-www-form-urlencoded":
+                raise TokenServiceError(
+                    "invalid_request",
+                    "send application/x-www-form-urlencoded",
+                    "token_request_invalid",
+                )
+            if len(self.request.body) > MAX_TOKEN_BODY:
+                raise TokenServiceError(
+                    "invalid_request", "body too large", "token_request_invalid"
+                )
+            form = {
+                k: [v.decode("utf-8", "replace") for v in vs]
+                for k, vs in self.request.body_arguments.items()
+            }
+            answer = await service.token(form)
+        except TokenServiceError as exc:
+            await self.audit(
+                "token_refused",
+                "failure",
+                reason=exc.reason,
+                detail=exc.description,
+                grant_type=self.get_body_argument("grant_type", None),
+                client_id=self.get_body_argument("client_id", None),
+                **exc.audit,
+            )
+            self.answer(exc.status, {"error": exc.error, "error_description": exc.description})
+            return
+        except GatewayError as exc:  # the store is down
+            await self.audit("token_refused", "failure", reason=exc.reason, detail=exc.detail)
+            self.answer(503, {"error": "temporarily_unavailable", "error_description": exc.reason})
+            return
+        fields: dict[str, Any] = dict(answer.audit)
+        event = fields.pop("event")
+        await self.audit(
+            event,
+            "success",
+            identity=answer.identity,
+            room=answer.room,
+            tenant=answer.tenant,
+            **fields,
+        )
+        self.answer(200, answer.body)
+
+    def answer(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
+class DiscoveryHandler(GatewayHandler):
+    """``/oidc/.well-known/openid-configuration`` of the gateway's token service."""
+
+    def get(self) -> None:
+        service = self.gateway.token_service
+        if service is None:
+            self.send_error(404)
+            return
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.finish(service.discovery())
+
+
+class JwksHandler(GatewayHandler):
+    """``/oidc/jwks``: the public key of the ID tokens the token service signs."""
+
+    def get(self) -> None:
+        service = self.gateway.token_service
+        if service is None:
+            self.send_error(404)
+            return
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.finish(service.key.jwks)
