@@ -45,6 +45,7 @@ class GatewayUnderTest:
     store: Store
     clock: MovableClock
     client: dict[str, Any] = field(default_factory=dict)
+    direct_url: str = ""  # where the gateway itself listens (url may be a proxy's)
 
     async def sign_in(
         self,
@@ -155,13 +156,15 @@ async def start_gateway(
     store_uri: str | None = None,
     logout_client: bool = False,
     more_idps: Sequence[tuple[TestOP, dict[str, Any]]] = (),
+    public_url: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway for ``op`` (IdP id ``testop``, ``idp=`` overrides its entry) plus one IdP per
     ``more_idps`` entry (each needs an ``id``; a client is registered at its OP)."""
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     port = sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    # Behind a proxy (nginx) the public URL is the proxy's; the gateway listens on ``port``.
+    url = public_url or f"http://127.0.0.1:{port}"
     client = await op.register_client(
         [f"{url}/oidc/redirect/{overrides.get('idp', {}).get('id', 'testop')}"],
         token_endpoint_auth_method=auth_method,
@@ -195,7 +198,8 @@ async def start_gateway(
     server = HTTPServer(make_app(gateway))
     server.add_sockets(sockets)
     try:
-        yield GatewayUnderTest(url, gateway, settings, store, clock, client)
+        direct = f"http://127.0.0.1:{port}"
+        yield GatewayUnderTest(url, gateway, settings, store, clock, client, direct)
     finally:
         server.stop()
         await server.close_all_connections()
