@@ -412,3 +412,79 @@ async def test_pkce_helper_matches_rfc7636_appendix_b() -> None:
         s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
         == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     )
+
+
+@pytest.mark.parametrize(
+    ("service", "problem"),
+    [
+        ({"enabled": True, "signing_key_file": "/k.pem"}, "clients: list at least one client"),
+        (
+            {"enabled": True, "clients": [{"client_id": "j", "redirect_uri": SSO}]},
+            "signing_key_file: required when enabled",
+        ),
+        (
+            {"clients": [{"client_id": "j", "redirect_uri": SSO + "?x=1"}]},
+            "must not carry a query or fragment",
+        ),
+        (
+            {"clients": [{"client_id": "j", "redirect_uri": "javascript:alert(1)"}]},
+            "must be an absolute http(s) URL",
+        ),
+    ],
+)
+async def test_token_service_settings_fail_at_start_up(
+    service: dict[str, Any], problem: str
+) -> None:
+    from gateway.config import ConfigError, settings_from_dict
+
+    with pytest.raises(ConfigError) as raised:
+        settings_from_dict({**_minimal_settings(), "token_service": service})
+    assert any("token_service" in p and problem in p for p in raised.value.problems), raised.value
+
+
+async def test_an_unreadable_signing_key_stops_start_up(tmp_path: Any) -> None:
+    from gateway.app import open_token_service
+    from gateway.config import ConfigError
+
+    bad = tmp_path / "key.pem"
+    bad.write_text("not a key")
+    settings = _settings_with_key(str(bad))
+    with pytest.raises(ConfigError) as raised:
+        open_token_service(settings, None, None, None, lambda: 0.0)  # type: ignore[arg-type]
+    assert raised.value.problems == [
+        f"token_service.signing_key_file: {bad} is not an unencrypted PEM private key"
+    ]
+
+
+def _minimal_settings() -> dict[str, Any]:
+    return {
+        "public_url": "https://meet.example.com",
+        "cookies": {"secret": "s" * 40},
+        "jitsi": {
+            "base_url": "https://meet.example.com",
+            "app_id": "app",
+            "domain": "meet.example.com",
+            "app_secret": "a" * 40,
+        },
+        "idps": [
+            {
+                "id": "x",
+                "adapter": "generic",
+                "issuer": "https://idp.example",
+                "client_id": "c",
+                "client_secret": "s",
+            }
+        ],
+    }
+
+
+def _settings_with_key(path: str) -> Any:
+    from gateway.config import settings_from_dict
+
+    data = _minimal_settings()
+    data["token_service"] = {
+        "enabled": True,
+        "clients": [{"client_id": "j", "redirect_uri": SSO}],
+        "signing_key_file": path,
+    }
+    return settings_from_dict(data)

@@ -20,14 +20,14 @@ from tests.support.op import TestOP
 CLIENT_ID = "jitsi-web"
 
 
-def signing_key_file() -> str:
+def signing_key_file(directory: Path) -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path = Path(tempfile.mkdtemp(prefix="jog-ts-")) / "token-service.pem"
+    path = directory / "token-service.pem"
     path.write_bytes(pem)
     return str(path)
 
@@ -42,11 +42,12 @@ def pkce_pair() -> tuple[str, str]:
 async def token_service_gateway(
     op: TestOP, mongo_uri: str, sso_url: str, **overrides: Any
 ) -> AsyncIterator[GatewayUnderTest]:
-    service = {
-        "enabled": True,
-        "clients": [{"client_id": CLIENT_ID, "redirect_uri": sso_url}],
-        "signing_key_file": signing_key_file(),
-        **overrides.pop("token_service", {}),
-    }
-    async with start_gateway(op, mongo_uri, token_service=service, **overrides) as gw:
-        yield gw
+    with tempfile.TemporaryDirectory(prefix="jog-ts-") as directory:
+        service = {
+            "enabled": True,
+            "clients": [{"client_id": CLIENT_ID, "redirect_uri": sso_url}],
+            "signing_key_file": signing_key_file(Path(directory)),
+            **overrides.pop("token_service", {}),
+        }
+        async with start_gateway(op, mongo_uri, token_service=service, **overrides) as gw:
+            yield gw
