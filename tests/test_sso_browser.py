@@ -142,3 +142,22 @@ async def test_popup_sign_in_then_refresh_then_logout(
     third = json.loads(await page.inner_text("#result"))
     assert third["type"] == "oauth-error"
     assert "session has ended" in third["error"] or "revoked" in third["error"]
+
+
+async def test_token_logout_url_on_the_same_origin_behind_nginx(
+    stack: tuple[SsoSite, GatewayUnderTest], page: Page
+) -> None:
+    """Jitsi and the gateway on one origin (nginx): Jitsi's hidden tokenLogoutUrl iframe
+    ends the gateway session (Sec-Fetch-Site: same-origin)."""
+    site, gw = stack
+    await page.goto(f"{site.url}/meeting.html")
+    await page.evaluate("loginFullPage('Standup', 'acme')")
+    await log_in_at_op(page)
+    await page.wait_for_selector("#jitsi")
+    assert await gw.store.sessions.collection.count_documents({}) == 1
+    async with page.expect_response(f"{site.url}/oidc/logout/silent") as answer:
+        await page.goto(f"{site.url}/static/logout-frame.html")
+    assert (await answer.value).status == 200
+    assert await gw.store.sessions.collection.count_documents({}) == 0
+    [event] = [e async for e in gw.store.audit.collection.find({"event": "logout"})]
+    assert event["outcome"] == "success" and event["silent"] is True

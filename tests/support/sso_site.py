@@ -184,6 +184,11 @@ run().catch((error) => {
 </script></body></html>
 """
 
+# What Jitsi's web client does with config.tokenLogoutUrl when the person logs out.
+LOGOUT_FRAME_HTML = """<!doctype html><title>logout</title>
+<iframe id="token-logout" src="/oidc/logout/silent" style="display:none"></iframe>
+"""
+
 ROOM_HTML = "<!doctype html><title>Jitsi Meet</title><p id='jitsi'>JITSI-ROOM</p>\n"
 
 
@@ -237,6 +242,7 @@ class SsoSite:
         (root / "meeting.html").write_text(MEETING_HTML)
         (root / "room.html").write_text(ROOM_HTML)
         (root / "static" / "sso.html").write_text(SSO_HTML)
+        (root / "static" / "logout-frame.html").write_text(LOGOUT_FRAME_HTML)
         _certificate(self.prefix)
         for path in [self.prefix, *self.prefix.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
