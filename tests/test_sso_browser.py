@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 async def stack(op: TestOP, mongo_uri: str) -> AsyncIterator[tuple[SsoSite, GatewayUnderTest]]:
     site = SsoSite()
     async with token_service_gateway(
-        op, mongo_uri, site.sso_url, public_url=site.url, jitsi={"base_url": site.url}
+        op, mongo_uri, site.sso_url, proxy_url=site.url, jitsi={"base_url": site.url}
     ) as gw:
         site.start(int(gw.direct_url.rsplit(":", 1)[1]))
         try:

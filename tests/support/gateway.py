@@ -156,7 +156,7 @@ async def start_gateway(
     store_uri: str | None = None,
     logout_client: bool = False,
     more_idps: Sequence[tuple[TestOP, dict[str, Any]]] = (),
-    public_url: str | None = None,
+    proxy_url: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway for ``op`` (IdP id ``testop``, ``idp=`` overrides its entry) plus one IdP per
@@ -164,7 +164,7 @@ async def start_gateway(
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     port = sockets[0].getsockname()[1]
     # Behind a proxy (nginx) the public URL is the proxy's; the gateway listens on ``port``.
-    url = public_url or f"http://127.0.0.1:{port}"
+    url = proxy_url or f"http://127.0.0.1:{port}"
     client = await op.register_client(
         [f"{url}/oidc/redirect/{overrides.get('idp', {}).get('id', 'testop')}"],
         token_endpoint_auth_method=auth_method,
