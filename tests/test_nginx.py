@@ -8,8 +8,9 @@ own login button (``tokenAuthUrl`` with ``{state}``) and fragment delivery with 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
@@ -18,6 +19,9 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
 
 from tests.support.gateway import (
     APP_SECRET,
@@ -26,7 +30,7 @@ from tests.support.gateway import (
     start_gateway,
 )
 from tests.support.jitsi_web import jitsi_token
-from tests.support.nginx import Nginx, PortTaken, free_port
+from tests.support.nginx import SNIPPET, Nginx, PortTaken, free_port
 from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
@@ -93,7 +97,16 @@ DIVERTED = [
     ("room_with_other_params", "/standup?lang=de", {"room": ["standup"]}),
     ("tenant_room", "/acme/standup", {"tenant": ["acme"], "room": ["standup"]}),
     ("empty_jwt", "/standup?jwt=", {"room": ["standup"]}),
+    # Jitsi reads only lower-case `jwt`: other spellings carry no usable token.
+    ("upper_case_jwt", "/standup?JWT=abc.def.ghi", {"room": ["standup"]}),
+    ("mixed_case_jwt", "/standup?Jwt=abc.def.ghi", {"room": ["standup"]}),
+    ("upper_case_flag", "/standup?OIDC=1", {"room": ["standup"]}),
+    ("jwt_as_suffix", "/standup?xjwt=abc", {"room": ["standup"]}),
+    ("tenant_upper_case_jwt", "/acme/standup?JWT=x", {"tenant": ["acme"], "room": ["standup"]}),
+    # Health paths on the web host are rooms too (see docs/deploy.md for what to probe).
     ("metrics_is_a_room_here", "/metrics", {"room": ["metrics"]}),
+    ("healthz_is_a_room_here", "/healthz", {"room": ["healthz"]}),
+    ("two_segments_are_a_tenant_room", "/about/health", {"tenant": ["about"], "room": ["health"]}),
 ]
 
 
@@ -131,6 +144,24 @@ SERVED_BY_JITSI = [
     ("tenant_xmpp_websocket", "/acme/xmpp-websocket", "JITSI-XMPP-WEBSOCKET"),
     ("tenant_libs", "/acme/libs/app.bundle.min.js", "JITSI-LIBS"),
     ("name_gateway_refuses", "/caf%C3%A9", "JITSI-INDEX"),
+    ("jwt_after_other_params", "/standup?lang=de&jwt=abc.def.ghi", "JITSI-INDEX"),
+    ("flag_after_other_params", "/standup?lang=de&oidc=1", "JITSI-INDEX"),
+    # Encoded characters in the path: never diverted (the raw path differs from $uri).
+    ("encoded_slash", "/room%2Fx", "JITSI-INDEX"),
+    ("encoded_slash_under_tenant", "/acme/room%2Fx", "JITSI-INDEX"),
+    ("encoded_letters", "/st%61ndup", "JITSI-INDEX"),
+    ("manifest_json", "/manifest.json", "JITSI-MANIFEST"),
+    ("pwa_worker", "/pwa-worker.js", "JITSI-PWA-WORKER"),
+    ("conference_request", "/conference-request/v1", "JITSI-CONFERENCE-REQUEST"),
+    ("room_info", "/_api/room-info", "JITSI-ROOM-INFO"),
+    ("api_public", "/_api/public/x", "JITSI-API-PUBLIC"),
+    ("unlock", "/_unlock", "JITSI-UNLOCK"),
+    ("well_known", "/.well-known/assetlinks.json", "JITSI-WELL-KNOWN"),
+    ("tenant_manifest", "/acme/manifest.json", "JITSI-MANIFEST"),
+    ("tenant_pwa_worker", "/acme/pwa-worker.js", "JITSI-PWA-WORKER"),
+    ("tenant_conference_request", "/acme/conference-request/v1", "JITSI-CONFERENCE-REQUEST"),
+    ("tenant_room_info", "/acme/_api/room-info", "JITSI-ROOM-INFO"),
+    ("jaas_tenant", "/vpaas-magic-cookie-1fc5/standup", "JITSI-INDEX"),
 ]
 
 
@@ -144,6 +175,8 @@ async def test_jitsi_paths_and_tokened_rooms_are_never_diverted(
         response = await client.get(stack.url + path)
     assert response.status_code == 200, (case, response.status_code, response.headers)
     assert marker in response.text, case
+    if marker == "JITSI-INDEX":  # SSI still works for Jitsi's own pages
+        assert "JITSI-SSI-TITLE" in response.text and "<!--#" not in response.text
 
 
 async def test_non_get_room_requests_are_not_diverted(stack: Stack) -> None:
@@ -293,3 +326,98 @@ async def test_state_cannot_name_a_redirect_target(stack: Stack, op: TestOP) -> 
         final = await sign_in_through(stack, op, browser, f"{stack.url}/oidc/auth?{query}")
     assert final.startswith(stack.url + "/standup?jwt=")
     assert "evil" not in final
+
+
+@contextmanager
+def plain_nginx(gateway_port: int, **kwargs: Any) -> Iterator[Nginx]:
+    """The test site in front of whatever listens on ``gateway_port`` (or nothing)."""
+    for _ in range(ATTEMPTS):
+        nginx = Nginx(free_port(), gateway_port, **kwargs)
+        try:
+            nginx.start()
+        except PortTaken:
+            nginx.cleanup()
+            continue
+        try:
+            yield nginx
+        finally:
+            nginx.cleanup()
+        return
+    raise RuntimeError(f"no free port for nginx after {ATTEMPTS} attempts")
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (the gateway is down)."""
+    return free_port()
+
+
+async def test_jaas_site_subrequests_and_endpoints_are_never_diverted() -> None:
+    """After Jitsi's move-to-jaas.sh: index-jaas.html includes /jaas-jwt by an SSI
+    subrequest, which carries no jwt or flag; the page must embed Jitsi's answer."""
+    with plain_nginx(dead_port(), jaas=True) as nginx:
+        async with httpx.AsyncClient() as client:
+            welcome = await client.get(nginx.url + "/")
+            flagged_room = await client.get(nginx.url + "/standup?oidc=1")
+            jaas_jwt = await client.get(nginx.url + "/jaas-jwt")
+            tenant = await client.get(nginx.url + "/vpaas-magic-cookie-1fc5/standup")
+            room = await client.get(nginx.url + "/standup")
+    for page in (welcome, flagged_room, tenant):
+        assert page.status_code == 200
+        assert 'const jaasJwt = "JAAS-JWT-FROM-JITSI";' in page.text, page.text
+    assert jaas_jwt.text == '"JAAS-JWT-FROM-JITSI"'
+    # A room without token or flag is still the gateway's.
+    assert room.status_code == 302
+    assert room.headers["location"].endswith("/oidc/auth?room=standup")
+
+
+class SsiBait(RequestHandler):
+    """Stands in for the gateway: a page with SSI directives nginx must not run."""
+
+    def get(self) -> None:
+        self.write('<p><!--# echo var="host" --></p><!--#include virtual="/config.js" -->')
+
+
+async def test_gateway_pages_are_not_processed_as_ssi() -> None:
+    sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    server = HTTPServer(Application([(r"/oidc/.*", SsiBait)]))
+    server.add_sockets(sockets)
+    try:
+        with plain_nginx(sockets[0].getsockname()[1]) as nginx:
+            async with httpx.AsyncClient() as client:
+                page = await client.get(nginx.url + "/oidc/anything")
+    finally:
+        server.stop()
+    assert '<!--# echo var="host" -->' in page.text
+    assert "JITSI-CONFIG" not in page.text and "127.0.0.1" not in page.text
+
+
+SECRET_CODE = "c0de-SECRET-4f1a"
+SECRET_STATE = "st4te-SECRET-9b2e"
+
+
+@pytest.mark.parametrize("shipped", [True, False], ids=["shipped_snippet", "without_error_log"])
+async def test_code_and_state_stay_out_of_nginx_logs_when_the_gateway_is_down(
+    shipped: bool,
+) -> None:
+    """The shipped snippet keeps the callback's request line out of the error log; the
+    control row (the same snippet without its error_log line) shows what it prevents."""
+    text = SNIPPET.read_text()
+    if not shipped:
+        text = "\n".join(line for line in text.splitlines() if "error_log" not in line)
+    with plain_nginx(dead_port(), snippet=text) as nginx:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"{nginx.url}/oidc/redirect/corp?code={SECRET_CODE}&state={SECRET_STATE}"
+            )
+            room = await client.get(f"{nginx.url}/standup?jwt=abc.def.ghi&lang=de")
+        assert response.status_code == 502
+        assert room.status_code == 200
+        nginx.stop()  # flush
+        error_log = nginx.error_log()
+        access_log = (nginx.prefix / "access.log").read_text()
+    leaked = SECRET_CODE in error_log or SECRET_STATE in error_log
+    assert leaked is not shipped, error_log
+    assert SECRET_CODE not in access_log and SECRET_STATE not in access_log
+    # Jitsi's own redaction: the room request is logged without its query string.
+    assert '"GET /standup?[params_redacted]" 200' in access_log
+    assert "abc.def.ghi" not in access_log
