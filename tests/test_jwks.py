@@ -145,25 +145,70 @@ async def test_unknown_kid_still_unknown_after_refetch() -> None:
 
 
 @pytest.mark.asyncio
-async def test_refetch_rate_limited_then_allowed_after_interval() -> None:
-    """A stream of bogus kids refetches at most once per min_refresh_seconds."""
+async def test_untrusted_kids_refetch_at_most_once_per_interval() -> None:
+    """Logout tokens come from anyone: a stream of bogus kids refetches at most once per
+    min_refresh_seconds."""
     http = FakeHttp(doc(rsa_jwk(RSA_A, "a")))
     clock = Clock()
     keys = cache(http, clock, min_refresh_seconds=10)
     await keys.key_for("a", "RS256")
     clock.now += 60
     with pytest.raises(KeyNotFound):
-        await keys.key_for("bogus-1", "RS256")
+        await keys.key_for("bogus-1", "RS256", trusted=False)
     assert len(http.calls) == 2
     clock.now += 5  # inside the interval: no fetch
     with pytest.raises(KeyNotFound):
-        await keys.key_for("bogus-2", "RS256")
+        await keys.key_for("bogus-2", "RS256", trusted=False)
     assert len(http.calls) == 2
     clock.now += 5.5  # 10.5 s after the last attempt
     with pytest.raises(KeyNotFound):
-        await keys.key_for("bogus-3", "RS256")
+        await keys.key_for("bogus-3", "RS256", trusted=False)
     assert len(http.calls) == 3
     assert keys.fetch_count == 3
+
+
+@pytest.mark.asyncio
+async def test_rotation_right_after_a_fetch_never_fails_an_id_token() -> None:
+    """The IdP rotates its key a second after the gateway fetched (start-up counts): the
+    first ID token with the new kid still verifies."""
+    http = FakeHttp(doc(rsa_jwk(RSA_A, "a")), doc(rsa_jwk(RSA_A, "a"), rsa_jwk(RSA_B, "b")))
+    clock, wall = Clock(), Clock(now=1_700_000_000.0)
+    keys = JwksCache(URL, http, clock=clock, wall_clock=wall, min_refresh_seconds=10)
+    await keys.key_for("a", "RS256")
+    clock.now += 1
+    wall.now += 1
+    key = await keys.key_for("b", "RS256", issued_at=wall.now)
+    assert public_numbers(key) == RSA_B.public_key().public_numbers()
+    assert len(http.calls) == 2
+
+
+@pytest.mark.asyncio
+async def test_repeated_misses_of_one_kid_are_rate_limited() -> None:
+    http = FakeHttp(doc(rsa_jwk(RSA_A, "a")))
+    clock, wall = Clock(), Clock(now=1_700_000_000.0)
+    keys = JwksCache(URL, http, clock=clock, wall_clock=wall, min_refresh_seconds=10)
+    await keys.key_for("a", "RS256")
+    for _ in range(3):
+        clock.now += 1
+        with pytest.raises(KeyNotFound):
+            await keys.key_for("gone", "RS256")
+    assert len(http.calls) == 2  # one refetch for "gone", then held back
+    clock.now += 10
+    with pytest.raises(KeyNotFound):
+        await keys.key_for("gone", "RS256")
+    assert len(http.calls) == 3
+
+
+@pytest.mark.asyncio
+async def test_no_refetch_when_a_fetch_came_well_after_the_token_was_issued() -> None:
+    http = FakeHttp(doc(rsa_jwk(RSA_A, "a")))
+    clock, wall = Clock(), Clock(now=1_700_000_000.0)
+    keys = JwksCache(URL, http, clock=clock, wall_clock=wall, min_refresh_seconds=10)
+    issued = wall.now - 3600  # an old token: the key set was fetched long after it
+    await keys.key_for("a", "RS256")
+    with pytest.raises(KeyNotFound):
+        await keys.key_for("old", "RS256", issued_at=issued)
+    assert len(http.calls) == 1
 
 
 @pytest.mark.asyncio

@@ -65,7 +65,9 @@ class FakeKeys:
         self.keys = {j["kid"]: jwt.PyJWK(j, algorithm=j.get("alg")) for j in jwks}
         self.calls: list[tuple[str | None, str]] = []
 
-    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+    async def key_for(
+        self, kid: str | None, alg: str, *, issued_at: float | None = None, trusted: bool = True
+    ) -> jwt.PyJWK:
         self.calls.append((kid, alg))
         if kid not in self.keys:
             raise KeyNotFound(f"no signing key with kid={kid!r} for {alg}")

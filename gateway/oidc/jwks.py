@@ -1,14 +1,20 @@
 """An IdP's signing keys, fetched with Tornado's async client and cached.
 
-Follows go-oidc's remote key set: an unknown ``kid`` triggers one refetch, with at most one
-fetch in flight; the cache is swapped only when a fetch succeeds, so keys stay usable while
-the IdP is down. A minimum interval between refetches keeps a stream of bogus ``kid``s from
-hammering the IdP.
+Follows go-oidc's remote key set: one fetch in flight whose outcome answers every waiter
+(``SingleFlight``); the cache is swapped only when a fetch succeeds, so keys stay usable
+while the IdP is down; after a failed fetch no new one for ``min_refresh_seconds``.
+
+A key rotation must never fail a sign-in. ID tokens come from the token endpoint over the
+back channel, so a browser cannot flood us with made-up ``kid``s: an unknown ``kid`` in an
+ID token always gets one refetch, unless a fetch already completed well after the token was
+issued (then the IdP had published the key if it existed), and only repeated misses of the
+same ``kid`` within ``min_refresh_seconds`` are held back. Logout tokens arrive from anyone
+on the network (``/oidc/backchannel-logout``), so for them (``trusted=False``) refetches
+also keep the global minimum interval, as before.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,10 +24,16 @@ import jwt
 from jwt.exceptions import PyJWTError
 
 from gateway.http import HttpClient, UpstreamError
+from gateway.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+# How far the IdP's clock may run behind ours when deciding that a fetch happened "after"
+# a token was issued (its iat is the IdP's clock).
+SKEW_SECONDS = 60.0
+MAX_REMEMBERED_MISSES = 1024
 
 
 class KeyNotFound(Exception):
@@ -38,6 +50,7 @@ class JwksCache:
         max_age_seconds: float = 3600.0,
         timeout: float = 10.0,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.url = url
         self._http = http
@@ -45,54 +58,75 @@ class JwksCache:
         self._max_age = max_age_seconds
         self._timeout = timeout
         self._clock = clock
+        self._wall = wall_clock
         self._keys: list[tuple[dict[str, Any], jwt.PyJWK]] = []
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None  # monotonic, for max age
+        self._fetched_wall: float | None = None  # wall clock, compared with a token's iat
         self._attempted_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._misses: dict[str, float] = {}
+        self._flight: SingleFlight[bool] = SingleFlight(min_refresh_seconds, clock)
         self.fetch_count = 0
-        self._finished = 0
 
     @property
     def loaded(self) -> bool:
         return self._fetched_at is not None
 
-    async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+    async def key_for(
+        self, kid: str | None, alg: str, *, issued_at: float | None = None, trusted: bool = True
+    ) -> jwt.PyJWK:
         stale = self._fetched_at is None or self._clock() - self._fetched_at > self._max_age
         if stale:
             await self.refresh()
         key = self._select(kid, alg)
-        if key is None and not stale:
+        if key is None and not stale and self._may_refetch(kid, issued_at, trusted):
             await self.refresh()
             key = self._select(kid, alg)
         if key is None:
             raise KeyNotFound(f"no signing key with kid={kid!r} for {alg}")
         return key
 
+    def _may_refetch(self, kid: str | None, issued_at: float | None, trusted: bool) -> bool:
+        now = self._clock()
+        if self._flight.in_flight:
+            return True  # join the fetch already running
+        if issued_at is not None and self._fetched_wall is not None:
+            if self._fetched_wall > issued_at + SKEW_SECONDS:
+                return False  # fetched well after the token was issued: the key is not there
+        if not trusted and self._attempted_at is not None:
+            if now - self._attempted_at < self._min_refresh:
+                return False
+        missed = self._misses.get(kid or "")
+        if missed is not None and now - missed < self._min_refresh:
+            return False  # the same kid missed a moment ago
+        if len(self._misses) >= MAX_REMEMBERED_MISSES:
+            self._misses.clear()
+        self._misses[kid or ""] = now
+        return True
+
     async def refresh(self) -> bool:
-        """Refetch unless one ran too recently; True when the cache was replaced."""
-        seen = self._finished
-        async with self._lock:
-            if self._finished != seen:  # another caller fetched while we waited: use that
-                return False
-            if self._attempted_at is not None:
-                if self._clock() - self._attempted_at < self._min_refresh:
-                    return False
-            self._attempted_at = self._clock()
-            self.fetch_count += 1
-            try:
-                doc = await self._http.get_json(self.url, timeout=self._timeout)
-            except UpstreamError as exc:
-                self._finished += 1
-                log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
-                return False
-            self._finished += 1
-            keys = _parse(doc)
-            if not keys:
-                log.warning("JWKS at %s has no usable signing keys; keeping the cache", self.url)
-                return False
-            self._keys = keys
-            self._fetched_at = self._clock()
-            return True
+        """Fetch (or join the fetch in flight); True when the cache was replaced. Within
+        ``min_refresh_seconds`` of a failed fetch, answers False without fetching."""
+        try:
+            return await self._flight.run(self._fetch)
+        except UpstreamError:
+            return False
+
+    async def _fetch(self) -> bool:
+        self._attempted_at = self._clock()
+        self.fetch_count += 1
+        try:
+            doc = await self._http.get_json(self.url, timeout=self._timeout)
+        except UpstreamError as exc:
+            log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
+            raise
+        keys = _parse(doc)
+        if not keys:
+            log.warning("JWKS at %s has no usable signing keys; keeping the cache", self.url)
+            return False
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._fetched_wall = self._wall()
+        return True
 
     def _select(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         candidates = [(data, key) for data, key in self._keys if _fits(data, alg)]

@@ -67,7 +67,10 @@ class LogoutTokenVerifier(IdTokenVerifier):
             if value is not None and (not isinstance(value, str) or not value):
                 raise LogoutTokenError(name, f"{name} is not a non-empty string")
         try:
-            await self._check_signature(token, header.get("kid"), alg)
+            # Anyone can post a logout token: its kid keeps the global refetch interval.
+            await self._check_signature(
+                token, header.get("kid"), alg, claims.get("iat"), trusted=False
+            )
         except IdTokenError as exc:
             raise LogoutTokenError(exc.check, exc.detail) from None
         return claims

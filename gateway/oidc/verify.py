@@ -65,7 +65,7 @@ class IdTokenVerifier:
         self._check_audience(claims)
         self._check_times(claims)
         self._check_nonce(claims, nonce)
-        await self._check_signature(token, header.get("kid"), alg)
+        await self._check_signature(token, header.get("kid"), alg, claims.get("iat"))
         if "at_hash" in claims:
             self._check_at_hash(claims["at_hash"], access_token, alg)
         return claims
@@ -121,11 +121,16 @@ class IdTokenVerifier:
         if not isinstance(got, str) or not hmac.compare_digest(got, expected):
             raise IdTokenError("nonce", "nonce does not match this sign-in")
 
-    async def _check_signature(self, token: str, kid: Any, alg: str) -> None:
+    async def _check_signature(
+        self, token: str, kid: Any, alg: str, iat: Any, *, trusted: bool = True
+    ) -> None:
+        """``trusted``: the token came over the back channel from the IdP's token endpoint
+        (an unknown kid then always gets one refetch; see ``JwksCache``)."""
         if kid is not None and not isinstance(kid, str):
             raise IdTokenError("kid", "kid is not a string")
+        issued_at = float(iat) if _is_number(iat) else None
         try:
-            key = await self.keys.key_for(kid, alg)
+            key = await self.keys.key_for(kid, alg, issued_at=issued_at, trusted=trusted)
         except KeyNotFound as exc:
             raise IdTokenError("signature", str(exc)) from None
         try:
