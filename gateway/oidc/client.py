@@ -6,7 +6,6 @@ web layer needs no knowledge of OIDC.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -22,6 +21,11 @@ from gateway.oidc.jwks import JwksCache
 from gateway.oidc.logout_token import LogoutTokenVerifier
 from gateway.oidc.metadata import MetadataError, ProviderMetadata, fetch_metadata
 from gateway.oidc.verify import IdTokenError, IdTokenVerifier, VerifierConfig
+from gateway.singleflight import SingleFlight
+
+# After a failed discovery, every request is answered with that failure at once for this
+# long before the IdP is asked again.
+DISCOVERY_FAILURE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ class RelyingParty:
         self._clock = clock
         self._issuer_check = issuer_check
         self._metadata: ProviderMetadata | None = None
-        self._lock = asyncio.Lock()
+        # One discovery fetch in flight for everyone; its failure is answered to every
+        # request for DISCOVERY_FAILURE_SECONDS without asking the IdP again.
+        self._discovery: SingleFlight[ProviderMetadata] = SingleFlight(DISCOVERY_FAILURE_SECONDS)
         self.jwks: JwksCache | None = None
         self._verifier: IdTokenVerifier | None = None
         self._logout_verifier: LogoutTokenVerifier | None = None
@@ -70,36 +76,39 @@ class RelyingParty:
         return self._metadata is not None
 
     async def metadata(self) -> ProviderMetadata:
-        """Discovery, fetched once; a failure is retried on the next call."""
+        """Discovery, fetched once. Concurrent callers share one fetch and its outcome; after
+        a failure every caller gets the same answer at once for a few seconds, then the next
+        call tries again (so a hung IdP costs each person one timeout at most)."""
         if self._metadata is not None:
             return self._metadata
-        async with self._lock:
-            if self._metadata is None:
-                cfg = self.config
-                try:
-                    meta = await fetch_metadata(
-                        self._http, cfg.issuer, cfg.discovery_url, cfg.http_timeout_seconds
-                    )
-                except MetadataError as exc:
-                    raise GatewayError("idp_unreachable", f"{cfg.id}: {exc}") from None
-                self.jwks = JwksCache(
-                    meta.jwks_uri,
-                    self._http,
-                    min_refresh_seconds=cfg.jwks_min_refresh_seconds,
-                    max_age_seconds=cfg.jwks_max_age_seconds,
-                    timeout=cfg.http_timeout_seconds,
-                )
-                checks = VerifierConfig(
-                    cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
-                )
-                self._verifier = IdTokenVerifier(
-                    checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
-                )
-                self._logout_verifier = LogoutTokenVerifier(
-                    checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
-                )
-                self._metadata = meta
-        return self._metadata
+        return await self._discovery.run(self._discover)
+
+    async def _discover(self) -> ProviderMetadata:
+        cfg = self.config
+        try:
+            meta = await fetch_metadata(
+                self._http, cfg.issuer, cfg.discovery_url, cfg.http_timeout_seconds
+            )
+        except MetadataError as exc:
+            raise GatewayError("idp_unreachable", f"{cfg.id}: {exc}") from None
+        self.jwks = JwksCache(
+            meta.jwks_uri,
+            self._http,
+            min_refresh_seconds=cfg.jwks_min_refresh_seconds,
+            max_age_seconds=cfg.jwks_max_age_seconds,
+            timeout=cfg.http_timeout_seconds,
+        )
+        checks = VerifierConfig(
+            cfg.issuer, cfg.client_id, cfg.allowed_algorithms, cfg.clock_leeway_seconds
+        )
+        self._verifier = IdTokenVerifier(
+            checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
+        )
+        self._logout_verifier = LogoutTokenVerifier(
+            checks, self.jwks, clock=self._clock, issuer_check=self._issuer_check
+        )
+        self._metadata = meta
+        return meta
 
     def authorization_url(
         self,

@@ -1,0 +1,78 @@
+"""Faults an operator's bad day brings, each reproduced against the real parts: an IdP that
+accepts connections and never answers, an IdP that answers with huge bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.support.gateway import start_gateway
+from tests.support.op import TestOP
+
+pytestmark = pytest.mark.asyncio
+
+
+class HungServer:
+    """Accepts TCP connections, reads what comes, never answers."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> HungServer:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                while await reader.read(65536):
+                    pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest_asyncio.fixture
+async def hung() -> AsyncIterator[HungServer]:
+    async with HungServer() as server:
+        yield server
+
+
+async def test_a_hung_idp_answers_every_person_within_about_one_timeout(
+    op: TestOP, mongo_uri: str, hung: HungServer
+) -> None:
+    """30 people at once, no discovery document cached, an IdP that never answers: one
+    fetch in flight, its failure answers all of them, then a short negative cache."""
+    idp = {"issuer": hung.url, "http_timeout_seconds": 1.0}
+    async with start_gateway(op, mongo_uri, idp=idp) as gw:
+        await asyncio.sleep(5.1)  # let warm-up's failure age out of the negative cache
+        before = hung.connections
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.get(f"{gw.url}/oidc/auth", params={"room": f"room{i}"}) for i in range(30))
+            )
+        elapsed = time.monotonic() - started
+        assert {a.status_code for a in answers} == {502}
+        assert elapsed < 3.0, elapsed  # about one timeout, not 30 of them
+        assert hung.connections - before == 1  # one fetch for everyone
+        # Within the negative cache: answered at once, the IdP is not asked again.
+        quick = time.monotonic()
+        async with httpx.AsyncClient(timeout=30) as client:
+            again = await client.get(f"{gw.url}/oidc/auth", params={"room": "later"})
+        assert again.status_code == 502 and time.monotonic() - quick < 0.5
+        assert hung.connections - before == 1
+        events = [e async for e in gw.store.audit.collection.find({"reason": "idp_unreachable"})]
+        assert len(events) >= 31
