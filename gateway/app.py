@@ -98,7 +98,7 @@ def build_gateway(
         log.error("%s", problem)
     for warning in settings.policy.warnings():
         log.warning("%s", warning)
-    http = HttpClient()
+    http = HttpClient(max_response_bytes=settings.http.max_response_bytes)
     idps = open_idps(settings, registry, http, clock)
     store.audit.configure(settings.audit)
     tokens = JitsiTokens(settings.jitsi, clock)

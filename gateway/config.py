@@ -283,6 +283,14 @@ class Delivery(Strict):
         return v
 
 
+class Http(Strict):
+    """Outbound calls to IdPs (discovery, keys, token, userinfo, Graph)."""
+
+    max_response_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024, description="answers above are refused"
+    )
+
+
 class Logout(Strict):
     """Ending sessions: here, at the IdP (RP-initiated) and from the IdP (back-channel)."""
 
@@ -357,6 +365,7 @@ class Settings(Strict):
     log_format: Literal["json", "text"] = "json"
     delivery: Delivery = Delivery()
     logout: Logout = Logout()
+    http: Http = Http()
     metrics: Metrics = Metrics()
     audit: Audit = Audit()
     admin: Admin = Admin()

@@ -30,9 +30,20 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class HttpClient:
-    def __init__(self, timeout: float = 10.0) -> None:
+    """``max_response_bytes`` caps every answer (discovery, keys, token, userinfo, Graph):
+    Tornado's own default is 100 MB, read into memory before anyone looks at it."""
+
+    def __init__(self, timeout: float = 10.0, max_response_bytes: int = MAX_RESPONSE_BYTES):
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
 
     async def get_json(
         self, url: str, headers: Mapping[str, str] | None = None, timeout: float | None = None
@@ -58,6 +69,17 @@ class HttpClient:
         timeout: float | None,
     ) -> Any:
         limit = timeout or self.timeout
+        cap = self.max_response_bytes
+        chunks: list[bytes] = []
+        received = 0
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal received
+            received += len(chunk)
+            if received > cap:
+                raise _TooLarge()  # aborts the transfer; nothing more is read
+            chunks.append(chunk)
+
         request = HTTPRequest(
             url,
             method=method,
@@ -66,17 +88,25 @@ class HttpClient:
             connect_timeout=limit,
             request_timeout=limit,
             follow_redirects=False,
+            streaming_callback=on_chunk,
         )
+        too_large = UpstreamError(url, f"answer larger than {cap} bytes (http.max_response_bytes)")
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except HTTPClientError as exc:  # pragma: no cover - raise_error=False covers HTTP codes
+        except _TooLarge:
+            raise too_large from None
+        except HTTPClientError as exc:  # the transfer aborted (by on_chunk, or the network)
+            if received > cap:
+                raise too_large from None
             raise UpstreamError(url, f"HTTP error {exc.code}") from None
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
+        if received > cap or isinstance(response.error, _TooLarge):
+            raise too_large
         if response.code == 599:
             raise UpstreamError(url, f"unreachable ({type(response.error).__name__})")
         try:
-            payload = json.loads(response.body or b"null")
+            payload = json.loads(b"".join(chunks) or b"null")
         except ValueError:
             payload = None
         if not 200 <= response.code < 300:

@@ -76,3 +76,59 @@ async def test_a_hung_idp_answers_every_person_within_about_one_timeout(
         assert hung.connections - before == 1
         events = [e async for e in gw.store.audit.collection.find({"reason": "idp_unreachable"})]
         assert len(events) >= 31
+
+
+@pytest.mark.parametrize(
+    ("padding", "refused"),
+    [(10 * 1024 * 1024, True), (100 * 1024, False)],
+    ids=["ten_megabytes_refused", "hundred_kilobytes_fine"],
+)
+async def test_huge_token_endpoint_answers_are_refused(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient, padding: int, refused: bool
+) -> None:
+    async with start_gateway(op, mongo_uri) as gw:
+        callback = await gw.start_and_login(browser, op)
+        await op.pad_next_token_response(padding)
+        response = await browser.get(callback)
+        if not refused:
+            assert response.status_code == 302, response.text
+            return
+        assert response.status_code == 502
+        [event] = [e async for e in gw.store.audit.collection.find({"event": "login_failed"})]
+        assert event["reason"] == "code_exchange_failed"
+        assert "answer larger than 1048576 bytes" in event["detail"]
+        assert await gw.store.sessions.collection.count_documents({}) == 0
+
+
+async def test_every_outbound_call_is_capped() -> None:
+    """Discovery, keys and userinfo go through the same client: a 2 MB document is refused
+    after reading at most the cap (plus one chunk), chunked or with a Content-Length."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+    from tornado.web import Application, RequestHandler
+
+    from gateway.http import HttpClient, UpstreamError
+
+    class Big(RequestHandler):
+        async def get(self, mode: str) -> None:
+            body = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+            if mode == "chunked":
+                for start in range(0, len(body), 65536):
+                    self.write(body[start : start + 65536])
+                    await self.flush()
+            else:
+                self.write(body)
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(Application([(r"/(chunked|whole)", Big)]))
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    try:
+        client = HttpClient(max_response_bytes=1024 * 1024)
+        for mode in ("chunked", "whole"):
+            with pytest.raises(UpstreamError, match="answer larger than 1048576 bytes"):
+                await client.get_json(f"http://127.0.0.1:{port}/{mode}")
+        roomy = HttpClient(max_response_bytes=4 * 1024 * 1024)
+        assert len((await roomy.get_json(f"http://127.0.0.1:{port}/whole"))["pad"]) == 2**21
+    finally:
+        server.stop()

@@ -52,6 +52,8 @@
 //                                         the current key (typ logout+jwt unless overridden)
 //     POST /__test/tamper {"mode": M}  -> corrupt the id_token of the NEXT token response;
 //                                         M in signature | payload | alg_none | drop
+//     POST /__test/pad {"bytes": N}     -> add a field of N bytes to the NEXT token response
+//     POST /__test/delay {"ms": N}      -> hold the NEXT token response for N milliseconds
 
 import * as crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -268,6 +270,8 @@ async function loadExistingGrant(ctx) {
 // ---------------------------------------------------------------- tampering
 
 let tamperMode = null;
+let padBytes = 0;
+let delayMs = 0;
 
 function b64urlJson(value) {
   return Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -298,6 +302,18 @@ function tamperIdToken(idToken, mode) {
 
 async function tamperMiddleware(ctx, next) {
   await next();
+  if (ctx.method === 'POST' && ctx.path === '/token' && ctx.status === 200 && ctx.body
+      && typeof ctx.body === 'object') {
+    if (padBytes > 0) {
+      ctx.body.padding = 'x'.repeat(padBytes);
+      padBytes = 0;
+    }
+    if (delayMs > 0) {
+      const ms = delayMs;
+      delayMs = 0;
+      await new Promise((resolve) => { setTimeout(resolve, ms); });
+    }
+  }
   if (
     tamperMode
     && ctx.method === 'POST'
@@ -492,6 +508,20 @@ async function handleTest(req, res, path) {
       return sendJson(res, 400, { error: 'claims must be a JSON object' });
     }
     return sendJson(res, 200, { token: signWithCurrentKey(body.claims, body.header ?? {}) });
+  }
+  if ((path === '/__test/pad' || path === '/__test/delay') && req.method === 'POST') {
+    let body;
+    try {
+      body = JSON.parse(await readBody(req) || '{}');
+    } catch {
+      return sendJson(res, 400, { error: 'body must be JSON' });
+    }
+    const value = path === '/__test/pad' ? body.bytes : body.ms;
+    if (!Number.isInteger(value) || value < 0 || value > 64 * 1024 * 1024) {
+      return sendJson(res, 400, { error: 'give a non-negative integer' });
+    }
+    if (path === '/__test/pad') padBytes = value; else delayMs = value;
+    return sendJson(res, 200, { ok: true });
   }
   if (path === '/__test/tamper' && req.method === 'POST') {
     let mode;

@@ -210,6 +210,19 @@ class TestOP:
             response.raise_for_status()
             return response.json()["token"]
 
+    async def pad_next_token_response(self, nbytes: int) -> None:
+        """Make the next token response ``nbytes`` larger (a huge answer from the IdP)."""
+        await self._control("/__test/pad", {"bytes": nbytes})
+
+    async def delay_next_token_response(self, milliseconds: int) -> None:
+        """Hold the next token response (a slow IdP; a request kept in flight)."""
+        await self._control("/__test/delay", {"ms": milliseconds})
+
+    async def _control(self, path: str, body: dict[str, Any]) -> None:
+        async with self._client() as client:
+            response = await client.post(f"{self.issuer}{path}", json=body)
+            response.raise_for_status()
+
     async def tamper_next_id_token(self, mode: str) -> None:
         """Corrupt the next token response's id_token: signature|payload|alg_none|drop."""
         async with self._client() as client:
