@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.support.gateway import start_gateway
+from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
@@ -132,3 +132,48 @@ async def test_every_outbound_call_is_capped() -> None:
         assert len((await roomy.get_json(f"http://127.0.0.1:{port}/whole"))["pad"]) == 2**21
     finally:
         server.stop()
+
+
+async def test_admin_api_answers_tornado_errors_as_json(gw: GatewayUnderTest) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.delete(f"{gw.url}/admin/audit")
+    assert response.status_code == 405
+    body = response.json()
+    assert body["error"] == "method_not_allowed" and body["id"]
+    assert response.headers["X-Request-Id"] == body["id"]
+
+
+async def test_background_audit_writer_logs_carry_no_request_id(
+    op: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    """The writer task outlives the request that started it: its log lines must not carry
+    that request's id. (MongoDB is unreachable here, so the writer has things to say.)"""
+    import logging
+
+    from gateway.logging_setup import REQUEST_ID
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Capture(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append((record.getMessage(), REQUEST_ID.get()))
+            return True
+
+    audit_log = logging.getLogger("gateway.store.audit")
+    capture = Capture()
+    audit_log.addFilter(capture)
+    try:
+        dead = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"
+        async with start_gateway(
+            op, mongo_uri, store_uri=dead, mongodb={"timeout_seconds": 0.3}
+        ) as gw:
+            response = await browser.get(f"{gw.url}/oidc/auth", params={"room": "standup"})
+            assert response.headers["X-Request-Id"]
+            for _ in range(50):
+                if seen:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        audit_log.removeFilter(capture)
+    assert seen, "the writer logged nothing"
+    assert all(request_id is None for _, request_id in seen), seen

@@ -117,7 +117,14 @@ class AdminHandler(GatewayHandler):
         }
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish({"error": "internal", "message": "unexpected error", "id": self.request_id})
+        """JSON for every status Tornado raises itself (405, 404...), not only 500."""
+        if status_code >= 500:
+            body = {"error": "internal", "message": "unexpected error"}
+        else:
+            reason = self._reason or "request refused"
+            body = {"error": reason.lower().replace(" ", "_"), "message": reason}
+        self.set_header("X-Request-Id", self.request_id)  # errors raised before prepare()
+        self.finish({**body, "id": self.request_id})
 
     def send_json(self, status: int, body: dict[str, Any]) -> None:
         self.set_status(status)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -218,7 +219,11 @@ class AuditLog:
         self._idle.clear()
         self._wake.set()
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._run_writer())
+            # A fresh context: the writer outlives the request that started it, and its log
+            # lines must not carry that request's id.
+            self._writer = asyncio.get_running_loop().create_task(
+                self._run_writer(), context=contextvars.Context()
+            )
 
     async def _run_writer(self) -> None:
         assert self._wake is not None and self._idle is not None
@@ -282,7 +287,9 @@ class AuditLog:
 
     def _start_replayer(self) -> None:
         if self._replayer is None or self._replayer.done():
-            self._replayer = asyncio.get_running_loop().create_task(self._run_replayer())
+            self._replayer = asyncio.get_running_loop().create_task(
+                self._run_replayer(), context=contextvars.Context()
+            )
 
     async def _run_replayer(self) -> None:
         while self.spool_depth > 0:
