@@ -127,12 +127,11 @@ def open_token_service(
 
 
 async def warm_up(gateway: Gateway) -> None:
-    """Create indexes and load each IdP's metadata; failures are logged, /readyz reports them."""
+    """Create indexes and load each IdP's metadata; failures are logged, /readyz reports them,
+    and the store's maintenance loop keeps trying the indexes."""
     await gateway.store.audit.start()  # opens the spool, replays what a crash left there
-    try:
-        await gateway.store.ensure_indexes()
-    except Exception as exc:
-        log.error("cannot create MongoDB indexes: %s", type(exc).__name__)
+    await gateway.store.maintain()  # indexes now if MongoDB answers...
+    gateway.store.start_maintenance()  # ...and whenever it becomes reachable again
     for idp in gateway.idps.values():
         try:
             meta = await idp.rp.metadata()

@@ -54,6 +54,20 @@ class GatewayCollector(Collector):
             cache = idp.rp.jwks
             jwks.add_metric([idp.id], float(cache.fetch_count if cache is not None else 0))
         yield jwks
+        up = GaugeMetricFamily(
+            "jog_idp_up",
+            "1 while the IdP's metadata is loaded and its last calls reached it",
+            labels=["idp"],
+        )
+        for idp in self.gateway.idps.values():
+            up.add_metric([idp.id], 1.0 if idp.rp.up else 0.0)
+        yield up
+        store = self.gateway.store
+        indexes = GaugeMetricFamily(
+            "jog_store_ready", "1 while MongoDB answers and the gateway's indexes exist"
+        )
+        indexes.add_metric([], 1.0 if store.reachable and store.indexes_ready else 0.0)
+        yield indexes
         audit = self.gateway.store.audit
         depth = GaugeMetricFamily(
             "jog_audit_spool_depth", "audit events waiting in the local spool for MongoDB"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -177,3 +178,37 @@ async def test_background_audit_writer_logs_carry_no_request_id(
         audit_log.removeFilter(capture)
     assert seen, "the writer logged nothing"
     assert all(request_id is None for _, request_id in seen), seen
+
+
+async def test_a_gateway_started_before_mongodb_gets_its_indexes_when_it_arrives(
+    op: TestOP, mongo_uri: str, tmp_path: Any
+) -> None:
+    """Not ready (and saying why) while MongoDB is away; indexes created as soon as it
+    answers; ready after that, without a restart."""
+    from gateway.embedded import EmbeddedMongo
+    from tests.support.nginx import free_port
+
+    port = free_port()
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    async with start_gateway(op, mongo_uri, store_uri=uri, mongodb={"timeout_seconds": 0.5}) as gw:
+        async with httpx.AsyncClient(timeout=10) as client:
+            before = await client.get(f"{gw.url}/readyz")
+            assert before.status_code == 503
+            assert before.json()["checks"] == {"mongodb": "unreachable", "indexes": "missing"}
+            server = await asyncio.to_thread(EmbeddedMongo(tmp_path / "db", port).start)
+            try:
+                ready = None
+                for _ in range(60):
+                    ready = await client.get(f"{gw.url}/readyz")
+                    if ready.status_code == 200:
+                        break
+                    await asyncio.sleep(0.5)
+                assert ready is not None and ready.status_code == 200, ready.text
+                flows = await gw.store.flows.collection.index_information()
+                assert any(i.get("expireAfterSeconds") is not None for i in flows.values())
+                metrics = await client.get(f"{gw.url}/metrics")
+                assert "jog_store_ready 1.0" in metrics.text
+                assert 'jog_idp_up{idp="testop"} 1.0' in metrics.text
+            finally:
+                await gw.store.client.drop_database(gw.settings.mongodb.database)
+                await asyncio.to_thread(server.cleanup)

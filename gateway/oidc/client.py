@@ -64,6 +64,7 @@ class RelyingParty:
         self._clock = clock
         self._issuer_check = issuer_check
         self._metadata: ProviderMetadata | None = None
+        self._unreachable = False
         # One discovery fetch in flight for everyone; its failure is answered to every
         # request for DISCOVERY_FAILURE_SECONDS without asking the IdP again.
         self._discovery: SingleFlight[ProviderMetadata] = SingleFlight(DISCOVERY_FAILURE_SECONDS)
@@ -74,6 +75,13 @@ class RelyingParty:
     @property
     def ready(self) -> bool:
         return self._metadata is not None
+
+    @property
+    def up(self) -> bool:
+        """Metadata loaded, and neither the last key fetch nor the last token-endpoint call
+        failed to reach the IdP (an answer such as invalid_grant counts as reached)."""
+        jwks_failing = self.jwks is not None and self.jwks.failing
+        return self.ready and not self._unreachable and not jwks_failing
 
     async def metadata(self) -> ProviderMetadata:
         """Discovery, fetched once. Concurrent callers share one fetch and its outcome; after
@@ -176,10 +184,12 @@ class RelyingParty:
                 meta.token_endpoint, form, headers, cfg.http_timeout_seconds
             )
         except UpstreamError as exc:
+            self._unreachable = exc.status is None  # no HTTP answer at all
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
             raise GatewayError(
                 "code_exchange_failed", f"{cfg.id}: {exc}" + (f" error={error}" if error else "")
             ) from None
+        self._unreachable = False
         id_token = body.get("id_token") if isinstance(body, dict) else None
         if not isinstance(id_token, str):
             raise GatewayError("code_exchange_failed", f"{cfg.id}: token response has no id_token")

@@ -64,6 +64,7 @@ class JwksCache:
         self._fetched_wall: float | None = None  # wall clock, compared with a token's iat
         self._attempted_at: float | None = None
         self._misses: dict[str, float] = {}
+        self.failing = False  # the last fetch did not reach the IdP
         self._flight: SingleFlight[bool] = SingleFlight(min_refresh_seconds, clock)
         self.fetch_count = 0
 
@@ -117,8 +118,10 @@ class JwksCache:
         try:
             doc = await self._http.get_json(self.url, timeout=self._timeout)
         except UpstreamError as exc:
+            self.failing = True
             log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), exc)
             raise
+        self.failing = False
         keys = _parse(doc)
         if not keys:
             log.warning("JWKS at %s has no usable signing keys; keeping the cache", self.url)

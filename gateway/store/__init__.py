@@ -6,6 +6,10 @@ Motor). Every store call turns driver errors into ``GatewayError("store_unavaila
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+
 from pymongo import AsyncMongoClient
 
 from gateway.store.audit import AuditLog
@@ -14,11 +18,18 @@ from gateway.store.grants import GrantStore
 from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
 
+log = logging.getLogger(__name__)
+
+MAINTENANCE_INTERVAL_SECONDS = 5.0
+
 
 class Store:
     def __init__(self, client: AsyncMongoClient, database: str) -> None:
         self.client = client
         self.db = client[database]
+        self.reachable = False
+        self.indexes_ready = False
+        self._maintenance: asyncio.Task[None] | None = None
         self.flows = FlowStore(self.db["flows"])
         self.sessions = SessionStore(self.db["sessions"])
         self.audit = AuditLog(self.db["audit"])
@@ -52,7 +63,50 @@ class Store:
             return False
         return True
 
+    async def maintain(self) -> None:
+        """One round: ensure the indexes whenever MongoDB is reachable again (a gateway
+        started during an outage, a server restarted empty). ``indexes_ready`` is what
+        ``/readyz`` reports."""
+        was_reachable = self.reachable
+        self.reachable = await self.ping()
+        if not self.reachable:
+            return
+        if self.indexes_ready and was_reachable:
+            return
+        try:
+            await self.ensure_indexes()
+        except Exception as exc:
+            self.indexes_ready = False
+            log.error("cannot create MongoDB indexes: %s", type(exc).__name__)
+            return
+        if not self.indexes_ready or not was_reachable:
+            log.info("MongoDB reachable; indexes ensured")
+        self.indexes_ready = True
+
+    def start_maintenance(self, interval: float = MAINTENANCE_INTERVAL_SECONDS) -> None:
+        """Run ``maintain`` now and every ``interval`` seconds until ``close``."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.maintain()
+                except Exception:  # never let the loop die
+                    log.exception("store maintenance failed")
+                await asyncio.sleep(interval)
+
+        if self._maintenance is None:
+            self._maintenance = asyncio.get_running_loop().create_task(
+                loop(), context=contextvars.Context()
+            )
+
     async def close(self) -> None:
         """Flush the audit log (MongoDB or the spool) before the client goes away."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            try:
+                await self._maintenance
+            except asyncio.CancelledError:
+                pass
+            self._maintenance = None
         await self.audit.close()
         await self.client.close()
