@@ -113,8 +113,21 @@ async def run_server(
             settings.public_url,
         )
         await stop.wait()
+        # Graceful: stop accepting, let what is in flight finish (a callback in progress
+        # must not lose its single-use state), then close what is left.
         server.stop()
+        drain = settings.listen.drain_seconds
+        busy = gateway.inflight.count
+        if busy:
+            log.info("stopping: %d request(s) in flight, waiting up to %.0f s", busy, drain)
+        if not await gateway.inflight.wait_idle(drain):
+            log.warning(
+                "stopping: %d request(s) still in flight after %.0f s, closing them",
+                gateway.inflight.count,
+                drain,
+            )
         await server.close_all_connections()
+        log.info("stopped accepting; flushing the audit log")
     finally:
         await store.close()  # flushes the audit log: queued events to MongoDB or the spool
         if embedded is not None:
@@ -132,6 +145,8 @@ def fork_workers(settings: Settings, processes: int) -> list[socket.socket]:
     parent = os.getpid()
 
     def forward(signum: int, _frame: object) -> None:
+        for sock in sockets:  # the parent's copy: the kernel must stop queueing connections
+            sock.close()
         for pid in _children(parent):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -194,6 +209,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if sockets is not None:
             watch_parent(stop)
         await run_server(settings, stop, sockets)
+        # Stopped cleanly: a second SIGTERM (the supervisor forwards what the process
+        # group already got) must not kill the process on its way out, or the supervisor
+        # would take it for a crash and start another worker.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     asyncio.run(main())
     return 0

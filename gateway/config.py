@@ -63,6 +63,9 @@ def _http_url(value: str, *, what: str) -> str:
 class Listen(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    drain_seconds: float = Field(
+        8.0, ge=0, le=300, description="on SIGTERM: how long requests in flight may finish"
+    )
 
 
 class Mongo(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,33 @@ from gateway.store import Store
 from gateway.tokenservice.service import TokenService
 
 
+class InFlight:
+    """Requests being served, so a stop can let them finish (graceful shutdown)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count <= 0:
+            self.count = 0
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True when nothing is in flight any more, False when ``timeout`` ran out first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -26,6 +54,7 @@ class Gateway:
     policy: Policy
     clock: Callable[[], float] = field(default=time.time)
     token_service: TokenService | None = None
+    inflight: InFlight = field(default_factory=InFlight)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

@@ -100,6 +100,21 @@ class GatewayHandler(RequestHandler):
     def prepare(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
         bind_request_id(self.request_id)  # every log line of this request carries it
+        if not getattr(self, "_in_flight", False):
+            self._in_flight = True
+            self.gateway.inflight.enter()
+
+    def _left(self) -> None:
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            self.gateway.inflight.leave()
+
+    def on_finish(self) -> None:
+        self._left()
+
+    def on_connection_close(self) -> None:
+        self._left()
+        super().on_connection_close()
 
     # ---- input ---------------------------------------------------------------------------
 
