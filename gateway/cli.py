@@ -96,7 +96,8 @@ async def run_server(
         log.warning(
             "mongodb.uri is empty: using the embedded SecantusDB at %s (not for production)", path
         )
-    store = Store.connect(uri, settings.mongodb.database, settings.mongodb.timeout_seconds)
+    mongo = settings.mongodb
+    store = Store.connect(uri, mongo.database, mongo.timeout_seconds, mongo.durable_writes)
     try:
         gateway = build_gateway(settings, store)
         if not settings.cookies.secure:

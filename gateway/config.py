@@ -75,6 +75,10 @@ class Mongo(Strict):
     database: str = Field("jitsi_oidc_gateway", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     timeout_seconds: float = Field(5.0, gt=0, le=60)
     embedded_path: str = "./var/secantus"
+    durable_writes: bool = Field(
+        True,
+        description="journaled, majority-acknowledged writes (w: majority, j: true)",
+    )
 
 
 class Cookies(Strict):

@@ -22,7 +22,10 @@ LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 
 
 class EmbeddedMongo:
-    def __init__(self, storage: Path | None = None, port: int = 0) -> None:
+    def __init__(self, storage: Path | None = None, port: int = 0, durable: bool = True) -> None:
+        # durable: fsync the log at every commit (--sync-on-commit), so a write the server
+        # acknowledged survives a crash (without it, a SIGKILL within ~0.2 s loses writes).
+        self.durable = durable
         self.storage = storage or Path(tempfile.mkdtemp(prefix="jog-secantus-"))
         self._owns_storage = storage is None
         self.port = port
@@ -52,6 +55,7 @@ class EmbeddedMongo:
                 str(self.storage),
                 "--log-level",
                 "INFO",
+                *(["--sync-on-commit"] if self.durable else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -212,3 +212,37 @@ async def test_a_gateway_started_before_mongodb_gets_its_indexes_when_it_arrives
             finally:
                 await gw.store.client.drop_database(gw.settings.mongodb.database)
                 await asyncio.to_thread(server.cleanup)
+
+
+async def test_acknowledged_sign_ins_survive_a_store_crash(op: TestOP, tmp_path: Any) -> None:
+    """N sign-ins answered, the store SIGKILLed at once, restarted: all N sessions and all
+    N token_minted events are there (journaled, majority writes; the embedded store fsyncs
+    at commit)."""
+    from pymongo import AsyncMongoClient
+
+    from gateway.embedded import EmbeddedMongo
+
+    storage = tmp_path / "db"
+    server = await asyncio.to_thread(EmbeddedMongo(storage).start)
+    port, n = server.port, 6
+    try:
+        async with start_gateway(op, server.uri) as gw:
+            database = gw.settings.mongodb.database
+            for _ in range(n):
+                async with httpx.AsyncClient(follow_redirects=False, timeout=15) as person:
+                    response = await gw.sign_in(person, op)
+                    assert response.status_code == 302 and "jwt=" in response.headers["location"]
+            assert server.proc is not None
+            server.proc.kill()  # right after the last acknowledged write
+            await asyncio.to_thread(server.proc.wait)
+            server.stop()
+            server = await asyncio.to_thread(EmbeddedMongo(storage, port).start)
+            check: AsyncMongoClient = AsyncMongoClient(server.uri)
+            try:
+                db = check[database]
+                assert await db["sessions"].count_documents({}) == n
+                assert await db["audit"].count_documents({"event": "token_minted"}) == n
+            finally:
+                await check.close()
+    finally:
+        await asyncio.to_thread(server.cleanup)

@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, WriteConcern
 
 from gateway.store.audit import AuditLog
 from gateway.store.flows import FlowStore
@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = 5.0
 
 
+# What a sign-in writes must survive a crash of the server right after it said "done":
+# journaled (j) and, on a replica set, acknowledged by a majority (a failover keeps it).
+DURABLE = WriteConcern(w="majority", j=True)
+
+
 class Store:
-    def __init__(self, client: AsyncMongoClient, database: str) -> None:
+    def __init__(self, client: AsyncMongoClient, database: str, durable: bool = True) -> None:
         self.client = client
-        self.db = client[database]
+        self.db = client.get_database(database, write_concern=DURABLE if durable else None)
         self.reachable = False
         self.indexes_ready = False
         self._maintenance: asyncio.Task[None] | None = None
@@ -37,7 +42,9 @@ class Store:
         self.grants = GrantStore(self.db["token_codes"], self.db["refresh_tokens"])
 
     @classmethod
-    def connect(cls, uri: str, database: str, timeout_seconds: float = 5.0) -> Store:
+    def connect(
+        cls, uri: str, database: str, timeout_seconds: float = 5.0, durable: bool = True
+    ) -> Store:
         ms = int(timeout_seconds * 1000)
         client: AsyncMongoClient = AsyncMongoClient(
             uri,
@@ -47,7 +54,7 @@ class Store:
             tz_aware=True,
             appname="jitsi-oidc-gateway",
         )
-        return cls(client, database)
+        return cls(client, database, durable)
 
     async def ensure_indexes(self) -> None:
         await self.flows.ensure_indexes()

@@ -192,7 +192,12 @@ async def start_gateway(
     clock = clock or MovableClock()
     # settings.mongodb.database is db unless the test shares one database between gateways.
     database = settings.mongodb.database
-    store = Store.connect(store_uri or mongo_uri, database, settings.mongodb.timeout_seconds)
+    store = Store.connect(
+        store_uri or mongo_uri,
+        database,
+        settings.mongodb.timeout_seconds,
+        settings.mongodb.durable_writes,
+    )
     gateway = build_gateway(settings, store, clock=clock)
     await warm_up(gateway)
     server = HTTPServer(make_app(gateway))
