@@ -65,7 +65,9 @@ def mongo_uri() -> Iterator[str]:
     if external:
         yield external
         return
-    server = EmbeddedMongo().start()
+    # The suite's shared store skips the fsync at every commit (it makes the suite ~1.7x
+    # slower); tests/test_faults.py runs its own durable store for the crash test.
+    server = EmbeddedMongo(durable=False).start()
     try:
         yield server.uri
     finally:
