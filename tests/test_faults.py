@@ -246,3 +246,85 @@ async def test_acknowledged_sign_ins_survive_a_store_crash(op: TestOP, tmp_path:
                 await check.close()
     finally:
         await asyncio.to_thread(server.cleanup)
+
+
+async def test_every_spool_file_is_replayed_whatever_the_process_count(
+    op: TestOP, mongo_uri: str, tmp_path: Any
+) -> None:
+    """Two workers spooled while MongoDB was down (one file each); the gateway comes back
+    with one process: both files are replayed, each event once, and the files end empty."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from gateway.store.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    worker0, worker1 = Spool(spool_dir, 1 << 20), Spool(spool_dir, 1 << 20)
+    worker0.open()
+    worker1.open()
+    assert {worker0.path.name, worker1.path.name} == {"audit-0.spool", "audit-1.spool"}  # type: ignore[union-attr]
+    ids = []
+    for worker, n in ((worker0, 3), (worker1, 4)):
+        docs = []
+        for _ in range(n):
+            ids.append(uuid.uuid4().hex)
+            docs.append(
+                {
+                    "_id": ids[-1],
+                    "v": 1,
+                    "time": datetime.now(UTC),
+                    "event": "flow_started",
+                    "outcome": "success",
+                    "idp": "testop",
+                }
+            )
+        worker.append(docs)
+    worker0.close()
+    worker1.close()  # both processes are gone; a restart brings one back
+    async with start_gateway(op, mongo_uri, audit={"spool_dir": str(spool_dir)}) as gw:
+        for _ in range(100):
+            found = await gw.store.audit.collection.count_documents({"_id": {"$in": ids}})
+            if found == len(ids) and gw.store.audit.spool_depth == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert found == len(ids)
+        assert gw.store.audit.spool_depth == 0
+    assert all(p.stat().st_size == 0 for p in spool_dir.glob("audit-*.spool"))
+
+
+async def test_a_spool_file_left_by_a_worker_that_died_later_is_adopted(
+    op: TestOP, mongo_uri: str, tmp_path: Any
+) -> None:
+    """A worker dies while the gateway runs: its file is taken over by the maintenance loop."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from gateway.store import Store
+    from gateway.store.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    async with start_gateway(op, mongo_uri, audit={"spool_dir": str(spool_dir)}) as gw:
+        other = Spool(spool_dir, 1 << 20)
+        other.open()  # a second worker, alive
+        event_id = uuid.uuid4().hex
+        other.append(
+            [
+                {
+                    "_id": event_id,
+                    "v": 1,
+                    "time": datetime.now(UTC),
+                    "event": "flow_started",
+                    "outcome": "success",
+                }
+            ]
+        )
+        await gw.store.maintain()
+        assert await gw.store.audit.collection.count_documents({"_id": event_id}) == 0
+        other.close()  # now it is gone
+        assert isinstance(gw.store, Store)
+        await gw.store.maintain()
+        for _ in range(50):
+            if await gw.store.audit.collection.count_documents({"_id": event_id}) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await gw.store.audit.collection.count_documents({"_id": event_id}) == 1

@@ -75,6 +75,7 @@ class Store:
         started during an outage, a server restarted empty). ``indexes_ready`` is what
         ``/readyz`` reports."""
         was_reachable = self.reachable
+        await self.audit.adopt_orphans()  # spool files of processes that are gone
         self.reachable = await self.ping()
         if not self.reachable:
             return

@@ -327,11 +327,28 @@ class AuditLog:
         except OSError as exc:
             log.error("audit: cannot open the spool in %s: %s", self.spool.directory, exc)
             return
+        for name, count in self.spool.adopted_at_open:
+            log.warning("audit: adopted %d event(s) from %s (its process is gone)", count, name)
         if self.spool.depth:
             log.warning("audit: %d spooled event(s) to replay", self.spool.depth)
             self._spooling = True
             self._loop_state()
             self._start_replayer()
+
+    async def adopt_orphans(self) -> int:
+        """Take over spool files whose process is gone (called periodically); events."""
+        if self.spool is None or self.spool.path is None:
+            return 0
+        self._loop_state()
+        assert self._spool_lock is not None
+        async with self._spool_lock:
+            adopted = await asyncio.to_thread(self.spool.adopt_orphans)
+        for name, count in adopted:
+            log.warning("audit: adopted %d event(s) from %s (its process is gone)", count, name)
+        if adopted:
+            self._spooling = True
+            self._start_replayer()
+        return sum(count for _, count in adopted)
 
     # ---- shutdown --------------------------------------------------------------------------
 

@@ -7,8 +7,12 @@ a small side file, so a crash during replay re-sends at most one batch; the even
 the file is truncated.
 
 Each process holds an exclusive ``flock`` on its own spool file (``audit-<n>.spool``, the
-first free ``n``), so several gateway processes can share one directory, and a process that
-starts after a crash adopts the orphaned file and replays it.
+first free ``n``), so several gateway processes can share one directory. Any other spool
+file whose lock is free (its process is gone: a crash, or a restart with fewer processes)
+is adopted: its pending events are appended to this process's file (fsync'd) and the
+orphan emptied, so every file in the directory is replayed, once, whatever the process
+count. A crash between the two steps can only repeat events, which the fixed ``_id``
+turns into no-ops in MongoDB.
 
 All methods are blocking file I/O: ``AuditLog`` calls them through ``asyncio.to_thread``.
 """
@@ -40,6 +44,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._offset = 0  # bytes of the file already replayed
         self.depth = 0  # events in the file not yet replayed
+        self.adopted_at_open: list[tuple[str, int]] = []
 
     # ---- ownership -------------------------------------------------------------------------
 
@@ -63,6 +68,37 @@ class Spool:
             raise OSError(f"all {MAX_FILES} audit spool files in {self.directory} are locked")
         self._offset = self._read_offset()
         self.depth = sum(1 for _ in self._lines_from(self._offset))
+        self.adopted_at_open = self.adopt_orphans()
+
+    def adopt_orphans(self) -> list[tuple[str, int]]:
+        """Move the pending events of every unlocked spool file into ours; returns
+        (file name, events) for each file adopted."""
+        if self.path is None:
+            return []
+        adopted = []
+        for other in sorted(self.directory.glob("audit-*.spool")):
+            if other == self.path:
+                continue
+            lock_path = other.with_suffix(".lock")
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live process owns it
+                orphan = Spool(self.directory, self.max_bytes)
+                orphan.path = other
+                orphan._offset = orphan._read_offset()
+                lines = list(orphan._lines_from(orphan._offset))
+                if lines:
+                    self._append_raw(b"".join(lines), len(lines))
+                    adopted.append((other.name, len(lines)))
+                with other.open("wb") as f:  # emptied only after ours is fsync'd
+                    os.fsync(f.fileno())
+                other.with_suffix(".offset").unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return adopted
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -96,6 +132,10 @@ class Spool:
                 f"audit spool {self.path} is full ({size} of {self.max_bytes} bytes): "
                 f"{len(docs)} event(s) dropped; restore MongoDB or raise audit.spool_max_bytes"
             )
+        self._append_raw(data, len(docs))
+
+    def _append_raw(self, data: bytes, count: int) -> None:
+        assert self.path is not None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             view = memoryview(data)
@@ -105,7 +145,7 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.depth += len(docs)
+        self.depth += count
 
     # ---- replay ----------------------------------------------------------------------------
 
