@@ -16,7 +16,6 @@ import socket
 import sys
 from pathlib import Path
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
@@ -76,6 +75,7 @@ async def run_server(
     """Serve until ``stop`` is set; starts the embedded store when no URI is configured."""
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.embedded import EmbeddedMongo
+    from gateway.serving import DrainingHTTPServer
     from gateway.store import Store
 
     embedded = None
@@ -105,7 +105,7 @@ async def run_server(
         await warm_up(gateway)
         if sockets is None:
             sockets = bind_sockets(settings.listen.port, settings.listen.host)
-        server = HTTPServer(make_app(gateway), xheaders=False)
+        server = DrainingHTTPServer(make_app(gateway), xheaders=False)
         server.add_sockets(sockets)
         log.info(
             "listening on %s:%s, public URL %s",
@@ -116,8 +116,11 @@ async def run_server(
         await stop.wait()
         # Graceful: stop accepting, let what is in flight finish (a callback in progress
         # must not lose its single-use state), then close what is left.
-        server.stop()
+        server.stop_accepting()  # connections already queued by the kernel are served too
         drain = settings.listen.drain_seconds
+        # Connections just taken from the queue have not been read yet: give their requests
+        # a moment to start before waiting for what is in flight.
+        await asyncio.sleep(min(0.5, drain))
         busy = gateway.inflight.count
         if busy:
             log.info("stopping: %d request(s) in flight, waiting up to %.0f s", busy, drain)

@@ -57,13 +57,25 @@ def write_settings(
 
 
 def start_serve(cfg: Path, processes: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "-c", str(cfg), "--processes", str(processes)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the test signals all workers
-    )
+    """``serve`` in its own process group (the test signals all workers); its output goes
+    to ``serve.log`` beside the settings (a pipe would fill up under load and block it)."""
+    with (cfg.parent / "serve.log").open("a") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "-c",
+                str(cfg),
+                "--processes",
+                str(processes),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
@@ -110,11 +122,12 @@ async def test_sigterm_lets_the_callback_in_flight_finish(
             assert response.status_code == 302, response.text
             assert response.headers["location"].startswith("/oidc/tokenize?")
         try:
-            output = proc.communicate(timeout=20)[0]
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            output = proc.communicate()[0]
-            raise AssertionError(output) from None
+            proc.wait()
+            raise AssertionError((tmp_path / "serve.log").read_text()) from None
+        output = (tmp_path / "serve.log").read_text()
         assert proc.returncode == 0, output
         mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri)
         try:
