@@ -4,6 +4,8 @@ accepts connections and never answers, an IdP that answers with huge bodies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,10 +27,12 @@ class HungServer:
         self.connections = 0
         self.server: asyncio.Server | None = None
         self.url = ""
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> HungServer:
         async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
+            self.writers.append(writer)
             try:
                 while await reader.read(65536):
                     pass
@@ -43,6 +47,11 @@ class HungServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:  # the connections it held open
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
 
 
 @pytest_asyncio.fixture
@@ -133,6 +142,7 @@ async def test_every_outbound_call_is_capped() -> None:
         assert len((await roomy.get_json(f"http://127.0.0.1:{port}/whole"))["pad"]) == 2**21
     finally:
         server.stop()
+        await server.close_all_connections()
 
 
 async def test_admin_api_answers_tornado_errors_as_json(gw: GatewayUnderTest) -> None:
@@ -214,6 +224,9 @@ async def test_a_gateway_started_before_mongodb_gets_its_indexes_when_it_arrives
                 await asyncio.to_thread(server.cleanup)
 
 
+# PyMongo may leave a pooled socket to the killed server for the garbage collector; it is
+# collected inside this test (not blamed on a later one) and its warning ignored here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_acknowledged_sign_ins_survive_a_store_crash(op: TestOP, tmp_path: Any) -> None:
     """N sign-ins answered, the store SIGKILLed at once, restarted: all N sessions and all
     N token_minted events are there (journaled, majority writes; the embedded store fsyncs
@@ -246,6 +259,7 @@ async def test_acknowledged_sign_ins_survive_a_store_crash(op: TestOP, tmp_path:
                 await check.close()
     finally:
         await asyncio.to_thread(server.cleanup)
+        gc.collect()
 
 
 async def test_every_spool_file_is_replayed_whatever_the_process_count(
