@@ -76,6 +76,17 @@ class LogoutPage(GatewayHandler):
         idp = self.gateway.idps.get(idp_id or "")
         return idp.config.label if idp is not None else None
 
+    async def deny(self, reason: str, detail: str, **fields: object) -> None:
+        """A sign-out that is not the person's own: 403, audited, nothing ended."""
+        log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
+        await self.audit("logout", "failure", reason=reason, detail=detail, **fields)
+        self.set_status(403)
+        self.render_error_page(
+            "Sign-out was not confirmed",
+            "Please use the sign-out button on this site.",
+            retry_url="/oidc/logout",
+        )
+
     def render_logged_out(
         self, *, idp_ended: str | None = None, idp_kept: str | None = None, why: str = ""
     ) -> None:
@@ -168,16 +179,6 @@ class LogoutHandler(LogoutPage):
             return "Origin is not the gateway's"
         return None
 
-    async def deny(self, reason: str, detail: str) -> None:
-        log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
-        await self.audit("logout", "failure", reason=reason, detail=detail)
-        self.set_status(403)
-        self.render_error_page(
-            "Sign-out was not confirmed",
-            "Please use the sign-out button on this site.",
-            retry_url="/oidc/logout",
-        )
-
     async def idp_logout_url(self, record: SessionRecord | None) -> tuple[str | None, str | None]:
         """(the IdP's end_session_endpoint with id_token_hint and state, why there is none)."""
         settings = self.gateway.settings
@@ -249,16 +250,7 @@ class SilentLogoutHandler(LogoutPage):
     async def get(self) -> None:
         why = self.not_from_jitsi()
         if why is not None:
-            log.info("silent logout refused: %s [request %s]", why, self.request_id)
-            await self.audit(
-                "logout", "failure", reason="cross_site_request", detail=why, silent=True
-            )
-            self.set_status(403)
-            self.render_error_page(
-                "Sign-out was not confirmed",
-                "Please use the sign-out button on this site.",
-                retry_url="/oidc/logout",
-            )
+            await self.deny("cross_site_request", why, silent=True)
             return
         sid = self.session_id()
         if sid is None:

@@ -193,27 +193,31 @@ class TokenHandler(GatewayHandler):
         self.finish(body)
 
 
-class DiscoveryHandler(GatewayHandler):
+class PublicDocument(GatewayHandler):
+    """A public, cacheable JSON document of the token service (404 while it is off)."""
+
+    def document(self, service: TokenService) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get(self) -> None:
+        service = self.gateway.token_service
+        if service is None:
+            self.send_error(404)
+            return
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.finish(self.document(service))
+
+
+class DiscoveryHandler(PublicDocument):
     """``/oidc/.well-known/openid-configuration`` of the gateway's token service."""
 
-    def get(self) -> None:
-        service = self.gateway.token_service
-        if service is None:
-            self.send_error(404)
-            return
-        self.set_header("Cache-Control", "public, max-age=300")
-        self.set_header("Access-Control-Allow-Origin", "*")
-        self.finish(service.discovery())
+    def document(self, service: TokenService) -> dict[str, Any]:
+        return service.discovery()
 
 
-class JwksHandler(GatewayHandler):
+class JwksHandler(PublicDocument):
     """``/oidc/jwks``: the public key of the ID tokens the token service signs."""
 
-    def get(self) -> None:
-        service = self.gateway.token_service
-        if service is None:
-            self.send_error(404)
-            return
-        self.set_header("Cache-Control", "public, max-age=300")
-        self.set_header("Access-Control-Allow-Origin", "*")
-        self.finish(service.key.jwks)
+    def document(self, service: TokenService) -> dict[str, Any]:
+        return service.key.jwks
