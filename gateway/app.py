@@ -81,8 +81,11 @@ def build_gateway(
     http = HttpClient()
     idps = open_idps(settings, registry, http, clock)
     store.audit.configure(settings.audit)
-    tokens = JitsiTokens(settings.jitsi, clock)
-    return Gateway(settings, store, idps, tokens, http, Policy(settings.policy), clock)
+    tokens = JitsiTokens(settings.jitsi, clock, settings.idps)
+    for warning in settings.policy.warnings():
+        log.warning("%s", warning)
+    policy = Policy(settings.policy, settings.email_trust())
+    return Gateway(settings, store, idps, tokens, http, policy, clock)
 
 
 async def warm_up(gateway: Gateway) -> None:

@@ -50,6 +50,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         print(f"warning: {problem}", file=sys.stderr)
     open_adapters(settings, registry)
+    for warning in settings.policy.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"configuration OK: {len(settings.idps)} IdP(s): "
         + ", ".join(f"{i.id} ({i.adapter})" for i in settings.idps)
