@@ -14,7 +14,13 @@ import pytest_asyncio
 
 from adapters.base import Identity
 from gateway.jitsi import gravatar_url
-from tests.support.gateway import JITSI_BASE, GatewayUnderTest, start_gateway, token_from
+from tests.support.gateway import (
+    JITSI_BASE,
+    GatewayUnderTest,
+    start_gateway,
+    token_from,
+    with_query,
+)
 from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
@@ -186,3 +192,82 @@ async def test_unverified_email_of_the_owner_idp_is_shown(
     tokens = two.gateway.tokens
     bob = Identity("testop", op.issuer, "bob-sub", "bob", "bob", "bob@example.org", False)
     assert tokens.user_context(bob)["email"] == "bob@example.org"
+
+
+# ---- audit attribution (issue 14, item 4) ------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def pinned(op: TestOP, rogue_op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
+    """testop serves every room but ``open-*``, which is pinned to rogue."""
+    more = [(rogue_op, {"id": "rogue", "rooms": ["open-*"]})]
+    async with start_gateway(op, mongo_uri, more_idps=more) as gw:
+        yield gw
+
+
+async def failures(gw: GatewayUnderTest) -> list[dict[str, Any]]:
+    await gw.store.audit.flush()
+    cursor = gw.store.audit.collection.find({"outcome": "failure"}).sort("_id", 1)
+    return [e async for e in cursor]
+
+
+async def test_refused_states_are_attributed_to_the_flows_idp(
+    pinned: GatewayUnderTest, op: TestOP
+) -> None:
+    async with httpx.AsyncClient() as victim, httpx.AsyncClient() as attacker:
+        callback = await pinned.start_and_login(victim, op, room="board", idp="testop")
+        # Another browser brings the callback: state_browser_mismatch.
+        assert (await attacker.get(callback)).status_code == 400
+        # The right browser: signs in; the same callback again: state_reused.
+        assert (await victim.get(callback)).status_code == 302
+        assert (await victim.get(callback)).status_code == 400
+        # The used state delivered at the other IdP's callback: still the flow's IdP.
+        foreign = callback.replace("/oidc/redirect/testop?", "/oidc/redirect/rogue?")
+        assert (await victim.get(foreign)).status_code == 400
+        # An unknown state at testop's callback: the callback's IdP is all there is.
+        assert (await victim.get(with_query(callback, state="forged"))).status_code == 400
+        # ...and at a callback path no IdP is configured for.
+        nowhere = with_query(callback, state="forged").replace("/testop?", "/nosuch?")
+        assert (await victim.get(nowhere)).status_code == 400
+    got = [(e["reason"], e.get("idp"), e.get("callback_idp")) for e in await failures(pinned)]
+    assert got == [
+        ("state_browser_mismatch", "testop", None),
+        ("state_reused", "testop", None),
+        ("state_reused", "testop", "rogue"),
+        ("state_invalid", "testop", None),
+        ("state_invalid", None, "nosuch"),
+    ]
+
+
+async def test_flow_answered_at_another_idps_callback_names_both(
+    pinned: GatewayUnderTest, op: TestOP
+) -> None:
+    async with httpx.AsyncClient() as browser:
+        callback = await pinned.start_and_login(browser, op, room="board", idp="testop")
+        foreign = callback.replace("/oidc/redirect/testop?", "/oidc/redirect/rogue?")
+        assert (await browser.get(foreign)).status_code == 400
+    [event] = await failures(pinned)
+    assert (event["reason"], event["idp"], event["callback_idp"]) == (
+        "issuer_mismatch",
+        "testop",
+        "rogue",
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "idp", "requested"),
+    [
+        ({"room": "board", "idp": "rogue"}, "rogue", None),
+        ({"room": "board", "idp": "nosuch"}, None, "nosuch"),
+        ({"room": "bad room!", "idp": "testop"}, "testop", None),
+    ],
+    ids=["configured-idp-not-serving-room", "unconfigured-idp", "bad-room-names-idp"],
+)
+async def test_auth_refusals_are_attributed_to_the_named_idp(
+    pinned: GatewayUnderTest, params: dict[str, str], idp: str | None, requested: str | None
+) -> None:
+    async with httpx.AsyncClient() as browser:
+        response = await browser.get(f"{pinned.url}/oidc/auth", params=params)
+    assert response.status_code == 400
+    [event] = await failures(pinned)
+    assert (event.get("idp"), event.get("requested_idp")) == (idp, requested)

@@ -20,13 +20,14 @@ class AuthHandler(GatewayHandler):
         room: str | None = None
         tenant: str | None = None
         idp: ConfiguredIdP | None = None
+        idp_id: str | None = None
         try:
+            idp_id = self.param("idp", 64)
             jitsi_state = self.param("state", MAX_STATE)
             if jitsi_state is not None:  # Jitsi's login button: tokenAuthUrl with {state}
                 room, tenant = room_from_state(jitsi_state, self.param("room", 256))
             else:
                 room, tenant = self.room_and_tenant()
-            idp_id = self.param("idp", 64)
             login_hint = self.param("login_hint", 254)
             eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
             identity = await self.current_identity()
@@ -48,7 +49,16 @@ class AuthHandler(GatewayHandler):
                 return
             await self.start_flow(idp, room, tenant, login_hint)
         except GatewayError as exc:
-            await self.refuse(exc, idp=idp.id if idp else None, room=room, tenant=tenant)
+            # Attributed to the IdP the request named when it is configured (an attack on
+            # ``corp`` is found by ``--idp corp``); any other name is kept as requested_idp.
+            named = idp.id if idp else idp_id if idp_id in self.gateway.idps else None
+            await self.refuse(
+                exc,
+                idp=named,
+                room=room,
+                tenant=tenant,
+                requested_idp=idp_id if idp_id and named is None else None,
+            )
 
     def render_chooser(
         self,
