@@ -271,3 +271,47 @@ async def test_auth_refusals_are_attributed_to_the_named_idp(
     assert response.status_code == 400
     [event] = await failures(pinned)
     assert (event.get("idp"), event.get("requested_idp")) == (idp, requested)
+
+
+# ---- login CSRF: an IdP chosen by a link from another site (item 5) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("site", "params", "confirmed"),
+    [
+        ("cross-site", {"idp": "rogue"}, True),
+        ("same-site", {"idp": "rogue"}, True),
+        ("cross-site", {"login_hint": "alice@example.org"}, True),
+        ("same-origin", {"idp": "rogue"}, False),
+        ("none", {"idp": "rogue"}, False),
+        (None, {"idp": "rogue"}, False),
+    ],
+    ids=[
+        "cross-site-idp",
+        "same-site-idp",
+        "cross-site-login-hint",
+        "same-origin",
+        "typed",
+        "no-header",
+    ],
+)
+async def test_idp_chosen_by_a_foreign_link_needs_a_click(
+    two: GatewayUnderTest, site: str | None, params: dict[str, str], confirmed: bool
+) -> None:
+    headers = {"Sec-Fetch-Site": site} if site else {}
+    async with httpx.AsyncClient() as browser:
+        response = await browser.get(
+            f"{two.url}/oidc/auth", params={"room": "board", **params}, headers=headers
+        )
+    flows = await two.store.flows.collection.count_documents({})
+    if confirmed:
+        assert response.status_code == 200
+        assert 'id="confirm"' in response.text
+        assert 'data-idp="rogue"' in response.text and 'data-idp="testop"' in response.text
+        assert flows == 0
+        await two.store.audit.flush()
+        event = await two.store.audit.collection.find_one({"event": "idp_choice_confirm"})
+        assert event is not None and event["outcome"] == "info"
+    else:
+        assert response.status_code == 302
+        assert flows == 1

@@ -40,11 +40,17 @@ class AuthHandler(GatewayHandler):
                     raise GatewayError("idp_unknown", f"idp {idp_id!r} does not serve this room")
             elif login_hint and (found := idp_for_email(eligible, login_hint)):
                 idp = found
-            elif len(eligible) == 1:
+            if idp is not None and len(eligible) > 1 and self.cross_site_navigation():
+                # Login CSRF: a link on another site must not pick the IdP (and so, where
+                # that IdP signs in silently, the account). The person confirms with a click.
+                await self.audit("idp_choice_confirm", "info", idp=idp.id, room=room, tenant=tenant)
+                self.render_chooser(room, tenant, eligible, login_hint, confirm=True)
+                return
+            if idp is None and len(eligible) == 1:
                 idp = eligible[0]
-            elif not eligible:
+            elif idp is None and not eligible:
                 raise GatewayError("idp_unknown", "no configured IdP serves this room")
-            else:
+            elif idp is None:
                 self.render_chooser(room, tenant, eligible, login_hint)
                 return
             await self.start_flow(idp, room, tenant, login_hint)
@@ -66,6 +72,7 @@ class AuthHandler(GatewayHandler):
         tenant: str | None,
         eligible: list[ConfiguredIdP],
         login_hint: str | None,
+        confirm: bool = False,
     ) -> None:
         choices = [
             (idp.id, idp.config.label, room_link("/oidc/auth", room, tenant, idp=idp.id))
@@ -78,8 +85,19 @@ class AuthHandler(GatewayHandler):
             choices=choices,
             login_hint=login_hint or "",
             show_email=any(i.config.email_domains for i in eligible),
-            unknown_domain=bool(login_hint),
+            unknown_domain=bool(login_hint) and not confirm,
+            confirm=confirm,
         )
+
+    def cross_site_navigation(self) -> bool:
+        """Whether the browser says this request came from another site (Fetch Metadata).
+
+        ``same-origin`` (the chooser's own buttons and form) and ``none`` (typed, bookmarked)
+        are trusted; ``same-site`` is not (sibling subdomains are other parties, as for the
+        ``__Host-`` cookies). Without the header (old browsers, scripts) the link is followed.
+        """
+        site = self.request.headers.get("Sec-Fetch-Site")
+        return site is not None and site not in ("same-origin", "none")
 
     async def start_flow(
         self, idp: ConfiguredIdP, room: str, tenant: str | None, login_hint: str | None
