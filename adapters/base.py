@@ -46,7 +46,9 @@ class Identity:
     The stable key is ``(idp, issuer, subject)``. ``email_verified`` is what the IdP asserted,
     never defaulted to true. Groups and roles are namespaced ``"<idp>:<name>"`` so two IdPs'
     groups of the same name never mix. ``groups_complete`` is false when the IdP signalled
-    that the list was cut (for example Entra's overage marker).
+    that the list was cut (for example Entra's overage marker). ``picture`` becomes the Jitsi
+    avatar only where the IdP entry sets ``picture_avatar``; ``extra`` (allow-listed claims)
+    is kept in the session and audit events, never read by the policy.
     """
 
     idp: str

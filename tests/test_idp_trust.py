@@ -315,3 +315,15 @@ async def test_idp_chosen_by_a_foreign_link_needs_a_click(
     else:
         assert response.status_code == 302
         assert flows == 1
+
+
+async def test_extra_claims_are_visible_in_the_audit(op: TestOP, mongo_uri: str) -> None:
+    """Identity.extra (the allow-listed extra_claims) is recorded with identity events."""
+    idp = {"options": {"extra_claims": ["preferred_username", "absent_claim"]}}
+    async with start_gateway(op, mongo_uri, idp=idp) as gw:
+        async with httpx.AsyncClient() as browser:
+            await gw.sign_in(browser, op, room="board")
+        await gw.store.audit.flush()
+        for event in ("login_succeeded", "token_minted"):
+            doc = await gw.store.audit.collection.find_one({"event": event})
+            assert doc is not None and doc["extra"] == {"preferred_username": "alice"}, event
