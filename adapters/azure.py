@@ -27,6 +27,7 @@ from adapters.base import (
     AccessDenied,
     AdapterError,
     Claims,
+    ConfigProblem,
     Identity,
     JsonHttp,
     string_list,
@@ -57,7 +58,7 @@ class AzureAdapter(GenericAdapter):
     description = "Microsoft Entra ID / Azure AD (multi-tenant issuers, group overage)"
     options: AzureOptions
 
-    def check_config(self, issuer: str) -> list[str]:
+    def check_config(self, issuer: str) -> list[str | ConfigProblem]:
         if TENANT_PLACEHOLDER in issuer and not self.options.allowed_tenants:
             return ["allowed_tenants: required when the issuer is the {tenantid} template"]
         return []

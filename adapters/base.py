@@ -46,7 +46,9 @@ class Identity:
     The stable key is ``(idp, issuer, subject)``. ``email_verified`` is what the IdP asserted,
     never defaulted to true. Groups and roles are namespaced ``"<idp>:<name>"`` so two IdPs'
     groups of the same name never mix. ``groups_complete`` is false when the IdP signalled
-    that the list was cut (for example Entra's overage marker).
+    that the list was cut (for example Entra's overage marker). ``picture`` becomes the Jitsi
+    avatar only where the IdP entry sets ``picture_avatar``; ``extra`` (allow-listed claims)
+    is kept in the session and audit events, never read by the policy.
     """
 
     idp: str
@@ -104,8 +106,34 @@ class Identity:
         )
 
 
-class NoOptions(BaseModel):
+class AdapterOptions(BaseModel):
+    """Base for an adapter's ``Options``: unknown keys are refused, values frozen.
+
+    The gateway refuses unknown option keys for *any* options model, so a plain
+    ``pydantic.BaseModel`` is strict too (a mistyped ``allowed_org:`` never silently turns a
+    check off). Only a model that says ``model_config = ConfigDict(extra="allow")`` accepts
+    keys it does not declare. Nested models are checked by pydantic alone: derive them
+    from this class too.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(AdapterOptions):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """A start-up problem about any key of the IdP entry, not only its options.
+
+    ``field`` is relative to the entry (``issuer``, ``scopes``, ``options.tenant``); the
+    gateway reports it as ``idps[N].<field>: <message>``. ``check_config`` may also return
+    plain strings, which are relative to ``options`` (``allowed_tenants: required ...``).
+    """
+
+    field: str
+    message: str
 
 
 class Adapter(ABC):
@@ -119,8 +147,12 @@ class Adapter(ABC):
         self.idp_id = idp_id
         self.options = options
 
-    def check_config(self, issuer: str) -> list[str]:
-        """Problems with this adapter's options for the configured issuer, checked at start-up."""
+    def check_config(self, issuer: str) -> list[str | ConfigProblem]:
+        """Problems with this IdP entry, checked once at start-up (and by ``check-config``).
+
+        A string is about an option (``"allowed_tenants: required ..."``, reported under
+        ``idps[N].options.``); a :class:`ConfigProblem` names any key of the entry.
+        """
         return []
 
     @abstractmethod

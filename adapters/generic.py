@@ -36,6 +36,9 @@ class GenericAdapter(Adapter):
     options: GenericOptions
 
     def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
+        """The ID token wins over userinfo for a claim in both (userinfo fills gaps);
+        ``issuer`` is the validated token ``iss``; the name falls back to given + family
+        name, the e-mail's local part, then the username."""
         merged: dict[str, Any] = dict(userinfo or {})
         merged.update(claims)
         opts = self.options

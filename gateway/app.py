@@ -101,8 +101,8 @@ def build_gateway(
     http = HttpClient(max_response_bytes=settings.http.max_response_bytes)
     idps = open_idps(settings, registry, http, clock)
     store.audit.configure(settings.audit)
-    tokens = JitsiTokens(settings.jitsi, clock)
-    policy = Policy(settings.policy)
+    tokens = JitsiTokens(settings.jitsi, clock, settings.idps)
+    policy = Policy(settings.policy, settings.email_trust())
     service = open_token_service(settings, store, policy, tokens, clock)
     return Gateway(settings, store, idps, tokens, http, policy, clock, service)
 

@@ -46,9 +46,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     settings = _load(_settings_path(args))
     registry = discover()
-    for problem in [*registry.problems, *settings.policy.warnings()]:
+    for problem in registry.problems:
         print(f"warning: {problem}", file=sys.stderr)
     open_adapters(settings, registry)
+    for warning in settings.policy.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"configuration OK: {len(settings.idps)} IdP(s): "
         + ", ".join(f"{i.id} ({i.adapter})" for i in settings.idps)

@@ -172,12 +172,20 @@ class IdP(Strict):
     http_timeout_seconds: float = Field(10.0, gt=0, le=60)
     options: dict[str, Any] = Field(default_factory=dict)
     email_domains: tuple[str, ...] = Field(
-        (), description="e-mail domains the chooser page sends to this IdP"
+        (),
+        description="e-mail domains this IdP owns: the chooser sends them here, and only this "
+        "IdP's assertions of them count for policy and the displayed e-mail",
     )
     rooms: tuple[str, ...] = Field(
         (), description="glob patterns (lower-case room names) this IdP is pinned to; empty: any"
     )
     tenants: tuple[str, ...] = Field((), description="tenants this IdP is pinned to; empty: any")
+    external: bool = Field(
+        False, description="people from outside: Jitsi shows their name as 'Name (label)'"
+    )
+    picture_avatar: bool = Field(
+        False, description="use the IdP's https picture claim as the Jitsi avatar"
+    )
 
     @field_validator("email_domains", "tenants")
     @classmethod
@@ -405,6 +413,11 @@ class Settings(Strict):
     def idp(self, idp_id: str) -> IdP | None:
         return next((i for i in self.idps if i.id == idp_id), None)
 
+    def email_trust(self) -> dict[str, tuple[str, ...]]:
+        """IdP id -> the e-mail domains it is trusted for: its ``email_domains``. One list
+        serves the chooser and the trust, so an IdP routed a domain is the one believed for it."""
+        return {i.id: i.email_domains for i in self.idps}
+
 
 def format_path(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -520,7 +533,9 @@ def settings_from_dict(data: Mapping[str, Any]) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{format_path(tuple(err['loc']))}: {msg}")
         raise ConfigError(lines) from None
-    problems = settings.policy.problems((i.id for i in settings.idps), settings.jitsi.room_wildcard)
+    problems = settings.policy.problems(
+        (i.id for i in settings.idps), settings.jitsi.room_wildcard, settings.email_trust()
+    )
     if problems:
         raise ConfigError(problems)
     return settings

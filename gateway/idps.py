@@ -10,13 +10,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from adapters.base import Adapter, IssuerResolver
 from gateway.config import ConfigError, IdP, Settings, format_path
 from gateway.http import HttpClient
 from gateway.oidc.client import RelyingParty
-from gateway.plugins import Registry
+from gateway.plugins import Registry, problem_paths, validate_options
 
 
 @dataclass(frozen=True)
@@ -40,15 +38,13 @@ def open_adapters(settings: Settings, registry: Registry) -> dict[str, Adapter]:
             known = ", ".join(sorted(registry.adapters)) or "none"
             problems.append(f"idps[{i}].adapter: unknown adapter {idp.adapter!r} (known: {known})")
             continue
-        try:
-            options = info.cls.Options.model_validate(idp.options)
-        except ValidationError as exc:
-            for err in exc.errors():
-                path = format_path((f"idps[{i}].options", *err["loc"]))
-                problems.append(f"{path}: {err['msg']}")
+        options, found = validate_options(info.cls.Options, idp.options)
+        for loc, message in found:
+            problems.append(f"{format_path((f'idps[{i}].options', *loc))}: {message}")
+        if options is None:
             continue
         adapter = info.cls(idp.id, options)
-        problems += [f"idps[{i}].options.{p}" for p in adapter.check_config(idp.issuer)]
+        problems += problem_paths(i, adapter.check_config(idp.issuer))
         adapters[idp.id] = adapter
     if problems:
         raise ConfigError(problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from adapters.base import Identity
-from gateway.config import Jitsi
+from gateway.config import IdP, Jitsi
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,15 @@ def gravatar_url(email: str, default_url: str | None) -> str:
 
 
 class JitsiTokens:
-    def __init__(self, config: Jitsi, clock: Callable[[], float] = time.time) -> None:
+    """Mints room tokens. ``idps`` (the configured IdPs) decide what of an identity is shown
+    to the other participants: see :meth:`shown_email`, :meth:`avatar`, :meth:`shown_name`."""
+
+    def __init__(
+        self, config: Jitsi, clock: Callable[[], float] = time.time, idps: Iterable[IdP] = ()
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.idps = {i.id: i for i in idps}
         if config.algorithm == "RS256":
             assert config.private_key_file is not None
             self._key: Any = load_pem_private_key(config.private_key_file.read_bytes(), None)
@@ -48,17 +54,50 @@ class JitsiTokens:
             assert config.app_secret is not None
             self._key = config.app_secret.get_secret_value()
 
+    def shown_email(self, identity: Identity) -> str | None:
+        """The e-mail other participants may see (and the Gravatar is derived from).
+
+        Shown when the IdP owns its domain (the domain is in its ``email_domains``), or when
+        the IdP asserted it verified and no *other* IdP owns the domain. So an unverified
+        address, or one of another IdP's domains, never puts a colleague's address and
+        picture on a stranger.
+        """
+        email = identity.email
+        if not email:
+            return None
+        domain = email.rpartition("@")[2].lower()
+        own = self.idps.get(identity.idp)
+        if own is not None and domain in own.email_domains:
+            return email
+        owned_elsewhere = any(domain in i.email_domains for i in self.idps.values())
+        return email if identity.email_verified and not owned_elsewhere else None
+
+    def shown_name(self, identity: Identity) -> str:
+        """The display name; an IdP marked ``external`` adds its label so a guest account
+        cannot pass for a colleague of the same name (``Alice (Partner sign-in)``)."""
+        own = self.idps.get(identity.idp)
+        if own is not None and own.external:
+            return f"{identity.name} ({own.label})"
+        return identity.name
+
     def avatar(self, identity: Identity) -> str | None:
+        """The IdP's ``picture`` where the IdP is allowed to set avatars (``picture_avatar``,
+        https only), else the Gravatar of a shown e-mail, else ``avatar.default_url``."""
         avatar = self.config.avatar
-        if avatar.gravatar and identity.email:
-            return gravatar_url(identity.email, avatar.default_url)
+        own = self.idps.get(identity.idp)
+        picture = identity.picture
+        if own is not None and own.picture_avatar and picture and picture.startswith("https://"):
+            return picture
+        email = self.shown_email(identity)
+        if avatar.gravatar and email:
+            return gravatar_url(email, avatar.default_url)
         return avatar.default_url
 
     def user_context(self, identity: Identity) -> dict[str, Any]:
         user = {
             "id": identity.user_id,
-            "name": identity.name,
-            "email": identity.email,
+            "name": self.shown_name(identity),
+            "email": self.shown_email(identity),
             "avatar": self.avatar(identity),
         }
         return {k: v for k, v in user.items() if v}

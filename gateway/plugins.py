@@ -8,10 +8,14 @@ skipped; the others still load.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
-from adapters.base import Adapter
+from pydantic import BaseModel, ValidationError
+
+from adapters.base import Adapter, ConfigProblem
 
 GROUP = "jitsi_oidc_gateway.adapters"
 OWN = "jitsi-oidc-gateway"
@@ -93,3 +97,45 @@ def discover(group: str = GROUP) -> Registry:
             continue
         found[ep.name] = AdapterInfo(ep.name, obj, dist_name, version, ep.value)
     return Registry(found, tuple(problems))
+
+
+def unknown_options(model: type[BaseModel], raw: Mapping[str, Any]) -> list[str]:
+    """Option keys ``model`` does not declare, unless it asked for ``extra="allow"``.
+
+    Pydantic's default is to *ignore* unknown keys; for options that would let a typo switch
+    a check off (``allowed_org:`` for ``allowed_orgs:``), so the contract is strict whatever
+    the plugin's model says, except for an explicit opt-out.
+    """
+    if model.model_config.get("extra") == "allow":
+        return []
+    names = set(model.model_fields)
+    names |= {f.alias for f in model.model_fields.values() if f.alias}
+    return sorted(str(k) for k in raw if k not in names)
+
+
+def validate_options(
+    model: type[BaseModel], raw: Mapping[str, Any]
+) -> tuple[BaseModel | None, list[tuple[tuple[Any, ...], str]]]:
+    """Options from ``raw``, or the problems as (path under ``options``, message) pairs."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    if model.model_config.get("extra") != "forbid":  # pydantic reports it itself otherwise
+        known = ", ".join(sorted(model.model_fields)) or "none"
+        for key in unknown_options(model, raw):
+            problems.append(((key,), f"unknown option (known: {known})"))
+    try:
+        options = model.model_validate(raw)
+    except ValidationError as exc:
+        problems += [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
+        return None, problems
+    return (None if problems else options), problems
+
+
+def problem_paths(index: int, found: list[str | ConfigProblem]) -> list[str]:
+    """``check_config`` results as ``idps[N].<path>: <message>`` lines."""
+    out: list[str] = []
+    for item in found:
+        if isinstance(item, ConfigProblem):
+            out.append(f"idps[{index}].{item.field}: {item.message}")
+        else:
+            out.append(f"idps[{index}].options.{item}")
+    return out

@@ -7,7 +7,9 @@ condition it names holds (within one condition, any listed value will do):
 - ``groups`` / ``roles``: namespaced names as the adapters emit them (``kc:/staff``); when
   the IdP cut the group list (Entra overage not resolved) the groups are unknown, which fails
   closed: an allowing rule's group condition does not hold, a refusing rule's does
-- ``email_domains``: the e-mail's domain, only when the IdP asserted it verified
+- ``email_domains``: the e-mail's domain, only when the IdP asserted it verified **and the
+  IdP is trusted for that domain** (the domain is in the IdP's own ``email_domains``): any
+  IdP can assert any address, so a domain only counts from the IdPs that own it
 - ``tenants``: the identity's tenant (Google ``hd``, Entra ``tid``, Keycloak realm)
 - ``rooms``: globs on the lower-cased room name
 - ``url_tenants``: the tenant of the room's URL (``/<tenant>/<room>``; ``""`` for none), so a
@@ -41,7 +43,7 @@ why (``policy explain`` shows it).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal, Self
@@ -170,8 +172,18 @@ class PolicySettings(_Strict):
     guest_rooms: tuple[str, ...] = Field((), description="rooms whose refusal page offers guests")
     rules: tuple[Rule, ...] = ()
 
-    def problems(self, idp_ids: Iterable[str], wildcard_allowed: bool) -> list[str]:
-        """Rules that can never match or cannot be honoured, by path (for start-up)."""
+    def problems(
+        self,
+        idp_ids: Iterable[str],
+        wildcard_allowed: bool,
+        email_trust: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[str]:
+        """Rules that can never match or cannot be honoured, by path (for start-up).
+
+        With ``email_trust`` (IdP id -> the e-mail domains it is trusted for), an
+        ``email_domains`` entry no IdP the rule admits is trusted for is a problem: the
+        condition could never hold, and the rule was probably meant to let that domain in.
+        """
         known = set(idp_ids)
         out: list[str] = []
         for idp in self.idp_defaults:
@@ -185,6 +197,8 @@ class PolicySettings(_Strict):
             for idp in rule.idps:
                 if idp not in known:
                     out.append(f"{where}.idps: unknown IdP id {idp!r}")
+            if email_trust is not None:
+                out += _untrusted_domains(where, rule, email_trust)
             for kind in ("groups", "roles"):
                 for name in getattr(rule, kind):
                     prefix = name.split(":", 1)[0] if ":" in name else None
@@ -205,17 +219,38 @@ class PolicySettings(_Strict):
         return out
 
     def warnings(self) -> list[str]:
-        """Settings that run but may not mean what was meant (logged, printed by check-config)."""
+        """Settings that run but may not mean what was meant, or trust more than they seem to,
+        by path (logged at start-up, printed by check-config)."""
         layers = [("policy.defaults", self.defaults)]
         layers += [(f"policy.idp_defaults.{k}", v) for k, v in self.idp_defaults.items()]
         layers += [(f"policy.rules[{i}] ({r.name})", r) for i, r in enumerate(self.rules)]
-        return [
+        out = [
             f"{where}.features: {name!r} is not a Jitsi feature this gateway knows; it is "
             "passed to Jitsi as written (a typo? known: " + ", ".join(KNOWN_FEATURES) + ")"
             for where, layer in layers
             for name in layer.features or {}
             if name not in KNOWN_FEATURES
         ]
+        for i, rule in enumerate(self.rules):
+            if rule.tenants and not rule.idps:
+                out.append(
+                    f"policy.rules[{i}] ({rule.name}).tenants: any IdP can assert a tenant "
+                    "value; name the IdPs whose tenants count in this rule's idps"
+                )
+        return out
+
+
+def _untrusted_domains(
+    where: str, rule: Rule, email_trust: Mapping[str, Iterable[str]]
+) -> list[str]:
+    idps = rule.idps or tuple(email_trust)
+    trusted = {d for idp in idps for d in email_trust.get(idp, ())}
+    return [
+        f"{where}.email_domains: no IdP{' of this rule' if rule.idps else ''} is trusted "
+        f"for {domain!r} (list it in that IdP's idps[].email_domains)"
+        for domain in rule.email_domains
+        if domain not in trusted
+    ]
 
 
 @dataclass(frozen=True)
@@ -242,8 +277,17 @@ class Decision:
 
 
 class Policy:
-    def __init__(self, settings: PolicySettings) -> None:
+    """``email_trust`` maps each IdP id to the e-mail domains it is trusted for (its
+    ``idps[].email_domains``); an IdP missing from it is trusted for none."""
+
+    def __init__(
+        self, settings: PolicySettings, email_trust: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         self.settings = settings
+        self.email_trust = {k: frozenset(v) for k, v in (email_trust or {}).items()}
+
+    def _trusted(self, identity: Identity) -> frozenset[str]:
+        return self.email_trust.get(identity.idp, frozenset())
 
     def sign_in(self, identity: Identity) -> Decision:
         trail: list[str] = []
@@ -253,7 +297,9 @@ class Policy:
             if about_rooms and not rule.allow:
                 trail.append(f"{label}: skipped at sign-in (refuses rooms, not people)")
                 continue
-            matched, why = _match(rule, identity, room=None, url_tenant=None)
+            matched, why = _match(
+                rule, identity, room=None, url_tenant=None, trusted=self._trusted(identity)
+            )
             trail.append(f"{label}: {'matched ' if matched else ''}{why}")
             if matched:
                 verb = "admits for some rooms:" if about_rooms else "matched"
@@ -266,7 +312,13 @@ class Policy:
         tenant = (url_tenant or "").lower()
         for i, rule in enumerate(self.settings.rules, start=1):
             label = f'rule {i} "{rule.name}"'
-            matched, why = _match(rule, identity, room=room.lower(), url_tenant=tenant)
+            matched, why = _match(
+                rule,
+                identity,
+                room=room.lower(),
+                url_tenant=tenant,
+                trusted=self._trusted(identity),
+            )
             trail.append(f"{label}: {'matched ' if matched else ''}{why}")
             if matched:
                 decision = self._outcome(
@@ -339,7 +391,11 @@ class Policy:
 
 
 def _match(
-    rule: Rule, identity: Identity, room: str | None, url_tenant: str | None
+    rule: Rule,
+    identity: Identity,
+    room: str | None,
+    url_tenant: str | None,
+    trusted: frozenset[str] = frozenset(),
 ) -> tuple[bool, str]:
     """Whether every condition holds; the text names what matched or what did not."""
     hits: list[str] = []
@@ -370,7 +426,12 @@ def _match(
             return False, "e-mail not verified by the IdP"
         if domain not in rule.email_domains:
             return False, f"e-mail domain {domain} not in {list(rule.email_domains)}"
-        hits.append(f"verified e-mail domain {domain}")
+        if domain not in trusted:
+            return False, (
+                f"e-mail domain {domain} does not count: IdP {identity.idp} is not trusted "
+                f"for it (its email_domains: {sorted(trusted)})"
+            )
+        hits.append(f"verified e-mail domain {domain} (IdP {identity.idp} trusted for it)")
     if rule.tenants:
         tenant = (identity.tenant or "").lower()
         if tenant not in rule.tenants:

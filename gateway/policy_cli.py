@@ -92,7 +92,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not valid_room(args.room):
         raise ConfigError([f"--room: {args.room!r} is not a room name the gateway accepts"])
     identity = build_identity(settings, args)
-    policy = Policy(settings.policy)
+    policy = Policy(settings.policy, settings.email_trust())
     sign_in = policy.sign_in(identity)
     room = policy.room(identity, args.room, args.url_tenant)
     if args.json:
@@ -112,6 +112,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f" email={identity.email} verified={identity.email_verified}"
             f" tenant={identity.tenant}"
         )
+        print(_email_line(identity, settings.email_trust().get(identity.idp, ())))
         for line in _describe("sign-in", sign_in) + _describe(f"room {args.room.lower()}", room):
             print(line)
         if room.allowed:
@@ -122,6 +123,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
             )
             print(f"token scope: {room.scope}")
     return 0 if sign_in.allowed and room.allowed else 1
+
+
+def _email_line(identity: Identity, trusted: tuple[str, ...]) -> str:
+    """Whether the e-mail's domain can count for ``email_domains`` rules, and why."""
+    if not identity.email:
+        return "e-mail domain: none (email_domains rules cannot hold)"
+    domain = identity.email.rpartition("@")[2].lower()
+    if not identity.email_verified:
+        return f"e-mail domain {domain}: does not count (not verified by the IdP)"
+    if domain not in trusted:
+        return (
+            f"e-mail domain {domain}: does not count (IdP {identity.idp} is not trusted for it;"
+            f" its email_domains: {list(trusted)})"
+        )
+    return f"e-mail domain {domain}: counts (verified, IdP {identity.idp} is trusted for it)"
 
 
 def _as_dict(decision: Decision) -> dict[str, Any]:

@@ -46,6 +46,7 @@ SHAPES_ACCOUNTS = [
         email="gitty@lab.example",
         email_verified=True,
         groups_direct=["acme/devs", "other"],
+        picture="https://gitlab.example/uploads/gitty.png",
     ),
 ]
 

@@ -231,3 +231,35 @@ async def test_another_origin_cannot_sign_a_person_out(
             for server in (standin, attacker):
                 server.stop()
                 await server.close_all_connections()
+
+
+async def test_idp_link_from_another_site_needs_a_click(
+    chromium: Browser, op: TestOP, second_op: TestOP, mongo_uri: str
+) -> None:
+    """Login CSRF: a page on another site (``localhost`` is another site than ``127.0.0.1``)
+    links to ``/oidc/auth?idp=corp``; Chromium marks the navigation cross-site, so the
+    chooser asks first, and the person's own click then goes to the IdP."""
+    more = [(second_op, {"id": "corp", "display_name": "Corp SSO"})]
+    async with start_gateway(op, mongo_uri, more_idps=more) as gw:
+        target = f"{gw.url}/oidc/auth?room=board&idp=corp"
+
+        class Lure(RequestHandler):
+            def get(self) -> None:
+                self.write(f'<a id="lure" href="{target}">Join the board meeting</a>')
+
+        sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+        lure = HTTPServer(Application([(r"/", Lure)]))
+        lure.add_sockets(sockets)
+        try:
+            page = await chromium.new_page()
+            await page.goto(f"http://localhost:{sockets[0].getsockname()[1]}/")
+            await page.click("#lure")
+            await page.wait_for_selector("#confirm")
+            assert page.url == target
+            assert await gw.store.flows.collection.count_documents({}) == 0
+            await page.get_by_role("link", name="Sign in with Corp SSO").click()
+            await page.wait_for_selector("#username")
+            assert page.url.startswith(second_op.issuer)
+        finally:
+            lure.stop()
+            await lure.close_all_connections()

@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+import yaml
 
 from gateway.plugins import discover
 from tests.idp_shapes import SHAPES_ACCOUNTS
-from tests.support.gateway import JITSI_BASE, start_gateway
+from tests.support.gateway import JITSI_BASE, start_gateway, token_from
 from tests.support.op import TestOP
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gitlab-adapter"
@@ -95,6 +97,81 @@ async def test_sign_in_through_the_plugin(
         assert identity["username"] == "gitty"
         assert identity["groups"] == ["gitlab:acme/devs", "gitlab:other"]
         assert identity["email_verified"] is True
+        user = jwt.decode(token_from(done.headers["location"]), options={"verify_signature": False})
+        # No picture_avatar: the IdP's picture is not used; the verified e-mail's Gravatar is.
+        assert user["context"]["user"]["avatar"].startswith("https://www.gravatar.com/avatar/")
+
+
+@pytest.mark.asyncio
+async def test_idp_picture_is_the_avatar_where_the_operator_allows_it(
+    installed_plugin: Path, gitlab_op: TestOP, mongo_uri: str
+) -> None:
+    idp = {
+        "id": "gitlab",
+        "adapter": "gitlab",
+        "scopes": ["openid", "profile", "email", "groups"],
+        "picture_avatar": True,
+    }
+    async with start_gateway(gitlab_op, mongo_uri, idp=idp) as gw:
+        async with httpx.AsyncClient(follow_redirects=False) as browser:
+            done = await gw.sign_in(browser, gitlab_op, username="gitlab", password="gitlab-pw")
+    user = jwt.decode(token_from(done.headers["location"]), options={"verify_signature": False})
+    assert user["context"]["user"]["avatar"] == "https://gitlab.example/uploads/gitty.png"
+
+
+def check_config(
+    installed_plugin: Path, tmp_path: Path, **idp: object
+) -> subprocess.CompletedProcess[str]:
+    data = {
+        "public_url": "https://meet.example.com",
+        "cookies": {"secret": "s" * 40},
+        "jitsi": {
+            "base_url": "https://meet.example.com",
+            "app_id": "app",
+            "domain": "meet.example.com",
+            "app_secret": "a" * 40,
+        },
+        "idps": [
+            {
+                "id": "gitlab",
+                "adapter": "gitlab",
+                "issuer": "https://gitlab.example",
+                "client_id": "c",
+                "client_secret": "x",
+                **idp,
+            }
+        ],
+    }
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_plugin), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+def test_mistyped_option_of_a_plain_pydantic_model_stops_start_up(
+    installed_plugin: Path, tmp_path: Path
+) -> None:
+    """The example's options model is a plain BaseModel (pydantic ignores unknown keys):
+    ``allowed_group`` for ``allowed_groups`` would switch the group check off."""
+    done = check_config(installed_plugin, tmp_path, options={"allowed_group": ["acme"]})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "idps[0].options.allowed_group: unknown option (known: allowed_groups)" in done.stderr
+    ok = check_config(installed_plugin, tmp_path, options={"allowed_groups": ["acme"]})
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_check_config_reports_an_issuer_problem_under_the_issuer(
+    installed_plugin: Path, tmp_path: Path
+) -> None:
+    done = check_config(installed_plugin, tmp_path, issuer="https://gitlab.example/users/sign_in")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "idps[0].issuer: GitLab's issuer is the instance root, no path" in done.stderr
+    assert "options.issuer" not in done.stderr
 
 
 @pytest.mark.asyncio

@@ -30,8 +30,12 @@ def who(**changes: Any) -> Identity:
     return replace(BASE, **changes)
 
 
+# kc owns corp.example; google owns nothing (a social login may assert any address).
+TRUST = {"kc": ("corp.example",), "google": ()}
+
+
 def policy(rules: list[dict[str, Any]], **top: Any) -> Policy:
-    return Policy(PolicySettings.model_validate({"rules": rules, **top}))
+    return Policy(PolicySettings.model_validate({"rules": rules, **top}), TRUST)
 
 
 CONDITIONS = [
@@ -67,6 +71,20 @@ CONDITIONS = [
     ),
     ("email-domain-other", {"email_domains": ["x.example"]}, who(), "r", False),
     ("email-missing", {"email_domains": ["corp.example"]}, who(email=None), "r", False),
+    (
+        "email-domain-of-another-idp",
+        {"email_domains": ["corp.example"]},
+        who(idp="google"),
+        "r",
+        False,
+    ),
+    (
+        "email-domain-idp-not-in-trust-map",
+        {"email_domains": ["corp.example"]},
+        who(idp="rogue"),
+        "r",
+        False,
+    ),
     ("tenant-match", {"tenants": ["staff"]}, who(), "r", True),
     ("tenant-other", {"tenants": ["acme"]}, who(), "r", False),
     ("tenant-missing", {"tenants": ["acme"]}, who(tenant=None), "r", False),
@@ -110,6 +128,55 @@ def test_groups_unknown_is_reported_in_the_trail() -> None:
 def test_unverified_email_is_reported_in_the_trail() -> None:
     engine = policy([{"name": "corp", "email_domains": ["corp.example"]}], default="deny")
     assert "not verified" in engine.room(who(email_verified=False), "r").trail[0]
+
+
+def test_untrusted_email_domain_is_explained_in_the_trail() -> None:
+    engine = policy([{"name": "corp", "email_domains": ["corp.example"]}], default="deny")
+    step = engine.room(who(idp="google"), "r").trail[0]
+    assert "IdP google is not trusted for it" in step
+    assert "IdP kc trusted for it" in engine.room(who(), "r").trail[0]
+
+
+def test_policy_without_trust_map_never_counts_a_domain() -> None:
+    """Fail closed: an engine built without the IdPs' e-mail trust believes no domain."""
+    engine = Policy(
+        PolicySettings.model_validate(
+            {"default": "deny", "rules": [{"name": "corp", "email_domains": ["corp.example"]}]}
+        )
+    )
+    assert not engine.room(who(), "r").allowed
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"email_domains": ["corp.example"]}, []),
+        ({"email_domains": ["corp.example"], "idps": ["kc"]}, []),
+        ({"email_domains": ["corp.example"], "idps": ["google"]}, ["no IdP of this rule"]),
+        ({"email_domains": ["gmail.example"]}, ["no IdP is trusted for 'gmail.example'"]),
+    ],
+    ids=["owned", "owned-by-rule-idp", "owned-by-other-idp", "owned-by-none"],
+)
+def test_problems_refuse_email_domains_no_idp_is_trusted_for(
+    rule: dict[str, Any], expected: list[str]
+) -> None:
+    settings = PolicySettings.model_validate({"rules": [{"name": "r", **rule}]})
+    found = settings.problems(TRUST, wildcard_allowed=False, email_trust=TRUST)
+    assert len(found) == len(expected)
+    for line, text in zip(found, expected, strict=True):
+        assert line.startswith("policy.rules[0] (r).email_domains: ") and text in line
+
+
+def test_tenant_rule_without_idps_is_a_warning() -> None:
+    loose = PolicySettings.model_validate({"rules": [{"name": "t", "tenants": ["acme"]}]})
+    pinned = PolicySettings.model_validate(
+        {"rules": [{"name": "t", "tenants": ["acme"], "idps": ["kc"]}]}
+    )
+    assert loose.warnings() == [
+        "policy.rules[0] (t).tenants: any IdP can assert a tenant value; name the IdPs whose "
+        "tenants count in this rule's idps"
+    ]
+    assert pinned.warnings() == []
 
 
 STAFF_PARTNERS = [

@@ -32,6 +32,7 @@ def settings_file(tmp_path: Path, policy: dict[str, Any]) -> Path:
                 "issuer": "https://idp.example",
                 "client_id": "c",
                 "client_secret": "x",
+                "email_domains": ["corp.example"],
             },
             {
                 "id": "kc",
@@ -160,8 +161,12 @@ def test_explain_unverified_email_and_unknown_groups(tmp_path: Path) -> None:
         ({"rules": [{"name": "a", "idps": ["kc9"]}]}, "policy.rules[0] (a).idps: unknown IdP id"),
         ({"rules": [{"name": "a", "rooms": ["x/y"]}]}, "policy.rules[0].rooms: room pattern"),
         ({"rules": [{"name": "a", "groups": ["staff"]}]}, "policy.rules[0] (a).groups"),
+        (
+            {"rules": [{"name": "a", "email_domains": ["corp.example"], "idps": ["kc"]}]},
+            "policy.rules[0] (a).email_domains: no IdP of this rule is trusted for 'corp.example'",
+        ),
     ],
-    ids=["unknown-idp", "malformed-pattern", "group-without-idp-prefix"],
+    ids=["unknown-idp", "malformed-pattern", "group-without-idp-prefix", "untrusted-domain"],
 )
 def test_check_config_names_the_rule_and_field(
     tmp_path: Path, policy: dict[str, Any], expected: str
@@ -214,3 +219,43 @@ def test_check_config_warns_on_unknown_features_and_refuses_contradictions(
     assert main(["check-config", "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "  policy.rules[0]: affiliation 'owner' with moderator: false contradict" in err
+
+
+@pytest.mark.parametrize(
+    ("idp", "code", "expected"),
+    [
+        ("kc", 1, "e-mail domain corp.example: does not count (IdP kc is not trusted for it"),
+        ("testop", 0, "e-mail domain corp.example: counts (verified, IdP testop is trusted"),
+    ],
+    ids=["asserted-by-another-idp", "asserted-by-its-owner"],
+)
+def test_explain_says_whether_the_email_domain_counts(
+    tmp_path: Path, idp: str, code: int, expected: str
+) -> None:
+    policy = {
+        "default": "deny",
+        "rules": [{"name": "corp-mail", "email_domains": ["corp.example"]}],
+    }
+    cfg = settings_file(tmp_path, policy)
+    done = run(
+        "policy",
+        "explain",
+        "-c",
+        str(cfg),
+        "--idp",
+        idp,
+        "--email",
+        "eve@corp.example",
+        "--email-verified",
+        "--room",
+        "board",
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    assert expected in done.stdout
+
+
+def test_check_config_warns_on_tenant_rule_any_idp_could_satisfy(tmp_path: Path) -> None:
+    policy = {"rules": [{"name": "acme", "tenants": ["acme"]}]}
+    done = run("check-config", "-c", str(settings_file(tmp_path, policy)))
+    assert done.returncode == 0, done.stderr
+    assert "warning: policy.rules[0] (acme).tenants: any IdP can assert a tenant" in done.stderr

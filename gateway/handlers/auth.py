@@ -57,10 +57,11 @@ class AuthHandler(GatewayHandler):
         room: str | None = None
         tenant: str | None = None
         idp: ConfiguredIdP | None = None
+        idp_id: str | None = None
         state: JitsiState | None = None
         try:
-            room, tenant, state = self.parse_request()
             idp_id = self.param("idp", 64)
+            room, tenant, state = self.parse_request()
             login_hint = self.param("login_hint", 254)
             eligible = eligible_idps(self.gateway.idps.values(), room, tenant)
             identity = await self.current_identity()
@@ -73,16 +74,31 @@ class AuthHandler(GatewayHandler):
                     raise GatewayError("idp_unknown", f"idp {idp_id!r} does not serve this room")
             elif login_hint and (found := idp_for_email(eligible, login_hint)):
                 idp = found
-            elif len(eligible) == 1:
+            if idp is not None and len(eligible) > 1 and self.cross_site_navigation():
+                # Login CSRF: a link on another site must not pick the IdP (and so, where
+                # that IdP signs in silently, the account). The person confirms with a click.
+                await self.audit("idp_choice_confirm", "info", idp=idp.id, room=room, tenant=tenant)
+                self.render_chooser(room, tenant, eligible, login_hint, state, confirm=True)
+                return
+            if idp is None and len(eligible) == 1:
                 idp = eligible[0]
-            elif not eligible:
+            elif idp is None and not eligible:
                 raise GatewayError("idp_unknown", "no configured IdP serves this room")
-            else:
+            elif idp is None:
                 self.render_chooser(room, tenant, eligible, login_hint, state)
                 return
             await self.start_flow(idp, room, tenant, login_hint, state)
         except GatewayError as exc:
-            await self.refuse(exc, idp=idp.id if idp else None, room=room, tenant=tenant)
+            # Attributed to the IdP the request named when it is configured (an attack on
+            # ``corp`` is found by ``--idp corp``); any other name is kept as requested_idp.
+            named = idp.id if idp else idp_id if idp_id in self.gateway.idps else None
+            await self.refuse(
+                exc,
+                idp=named,
+                room=room,
+                tenant=tenant,
+                requested_idp=idp_id if idp_id and named is None else None,
+            )
 
     def render_chooser(
         self,
@@ -91,6 +107,7 @@ class AuthHandler(GatewayHandler):
         eligible: list[ConfiguredIdP],
         login_hint: str | None,
         state: JitsiState | None,
+        confirm: bool = False,
     ) -> None:
         choices = [
             (idp.id, idp.config.label, self.entry_link(room, tenant, state, idp=idp.id))
@@ -105,8 +122,19 @@ class AuthHandler(GatewayHandler):
             show_email=any(i.config.email_domains for i in eligible),
             entry_path=self.entry_path,
             hidden=self.hidden_fields(room, tenant, state),
-            unknown_domain=bool(login_hint),
+            unknown_domain=bool(login_hint) and not confirm,
+            confirm=confirm,
         )
+
+    def cross_site_navigation(self) -> bool:
+        """Whether the browser says this request came from another site (Fetch Metadata).
+
+        ``same-origin`` (the chooser's own buttons and form) and ``none`` (typed, bookmarked)
+        are trusted; ``same-site`` is not (sibling subdomains are other parties, as for the
+        ``__Host-`` cookies). Without the header (old browsers, scripts) the link is followed.
+        """
+        site = self.request.headers.get("Sec-Fetch-Site")
+        return site is not None and site not in ("same-origin", "none")
 
     async def start_flow(
         self,

@@ -220,6 +220,8 @@ class GatewayHandler(RequestHandler):
                 "email_verified": identity.email_verified,
                 "groups": list(identity.groups),
             }
+            if identity.extra:  # the adapter's allow-listed claims (extra_claims)
+                doc["extra"] = dict(identity.extra)
         sid = fields.pop("session_id", None) or self.session_id()
         if sid:
             doc["session_hash"] = sha256_hex(sid)[:32]
@@ -239,8 +241,10 @@ class GatewayHandler(RequestHandler):
         room: str | None = None,
         tenant: str | None = None,
         guest_url: str | None = None,
+        **fields: Any,
     ) -> None:
-        """Audit the failure and answer with the short page for its reason."""
+        """Audit the failure and answer with the short page for its reason; ``fields`` are
+        extra audit fields (``callback_idp``, ``requested_idp``)."""
         log.info("refused %s: %s [request %s]", error.reason, error.detail, self.request_id)
         # store_unavailable too: the audit log spools locally while MongoDB is down.
         await self.audit(
@@ -252,6 +256,7 @@ class GatewayHandler(RequestHandler):
             detail=error.detail,
             room=room,
             tenant=tenant,
+            **fields,
             **error.audit,
         )
         title, message = PUBLIC_TEXT[error.reason]

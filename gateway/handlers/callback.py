@@ -38,12 +38,20 @@ class CallbackHandler(GatewayHandler):
                 )
             await self.finish_login(flow)
         except GatewayError as exc:
+            # Attribution: the flow's IdP (also for refused states whose record names it),
+            # else the callback path's IdP when configured; the path's IdP in its own field
+            # whenever it is another one (an answer delivered at a foreign callback).
+            flow_idp = exc.audit.pop("flow_idp", None)
+            idp = flow.idp if flow else flow_idp
+            if idp is None and path_idp in self.gateway.idps:
+                idp = path_idp
             await self.refuse(
                 exc,
                 identity=self.identity,
-                idp=flow.idp if flow else None,
+                idp=idp,
                 room=flow.room if flow else None,
                 tenant=flow.tenant if flow else None,
+                callback_idp=path_idp if path_idp != idp else None,
             )
 
     async def finish_login(self, flow: Flow) -> None:

@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 
 EVENTS = (
     "flow_started",
+    "idp_choice_confirm",
     "login_succeeded",
     "login_failed",
     "token_minted",

@@ -79,8 +79,9 @@ class FlowStore:
     def _why_refused(doc: dict[str, Any] | None, now: datetime) -> GatewayError:
         if doc is None:
             return GatewayError("state_invalid", "no flow with this state")
+        idp = doc["idp"]  # ``flow_idp``: the handler attributes the audit event to it
         if doc.get("consumed_at") is not None:
-            return GatewayError("state_reused", f"flow for idp {doc['idp']} already used")
+            return GatewayError("state_reused", f"flow for idp {idp} already used", flow_idp=idp)
         if doc["expires_at"] <= now:
-            return GatewayError("state_expired", f"flow for idp {doc['idp']} expired")
-        return GatewayError("state_browser_mismatch", f"flow for idp {doc['idp']}")
+            return GatewayError("state_expired", f"flow for idp {idp} expired", flow_idp=idp)
+        return GatewayError("state_browser_mismatch", f"flow for idp {idp}", flow_idp=idp)

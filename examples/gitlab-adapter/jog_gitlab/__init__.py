@@ -7,21 +7,30 @@ person is a direct member of (``acme/devs``). GitLab has no roles. Configure the
 ``adapter: gitlab``.
 
 Options (``idps[].options``): ``allowed_groups`` refuses anyone outside those group paths
-(or their subgroups) at sign-in, before the gateway's policy even runs.
+(or their subgroups) at sign-in, before the gateway's policy even runs. The options model is
+a plain pydantic model on purpose: the gateway refuses unknown keys for every adapter, so a
+typo such as ``allowed_group:`` stops start-up instead of switching the check off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from adapters.base import AccessDenied, Adapter, AdapterError, Claims, Identity, string_list
+from adapters.base import (
+    AccessDenied,
+    Adapter,
+    AdapterError,
+    Claims,
+    ConfigProblem,
+    Identity,
+    string_list,
+)
 
 
 class GitLabOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     allowed_groups: tuple[str, ...] = Field((), description="group paths allowed to sign in")
 
 
@@ -31,6 +40,12 @@ class GitLabAdapter(Adapter):
     Options = GitLabOptions
     description = "GitLab (example plugin: groups_direct as groups)"
     options: GitLabOptions
+
+    def check_config(self, issuer: str) -> list[str | ConfigProblem]:
+        """GitLab's issuer is the instance root; a path is a mistaken copy of some URL."""
+        if urlsplit(issuer).path.strip("/"):
+            return [ConfigProblem("issuer", "GitLab's issuer is the instance root, no path")]
+        return []
 
     def authorization_params(self, login_hint: str | None) -> Mapping[str, str]:
         return {}  # GitLab ignores login_hint; nothing to add
