@@ -43,18 +43,29 @@ class Tally:
     request_ids: set[str] = field(default_factory=set)  # every gateway answer's X-Request-Id
     jtis: list[str] = field(default_factory=list)
     refused_connections: int = 0
+    keepalive_retries: int = 0
     dropped: list[str] = field(default_factory=list)
 
 
 async def gateway_get(client: httpx.AsyncClient, url: str, tally: Tally) -> httpx.Response:
     """One request to the gateway. A refused connection (the gateway restarting) is retried
-    as a browser's reload would be; a connection cut after it was accepted is a failure."""
+    as a browser's reload would be. A GET sent on a kept-alive connection that the server
+    closed before answering is retried once, as browsers do (RFC 9112 9.3.1): the stopping
+    gateway closes its idle connections. Any other cut connection is a failure."""
+    retried = False
     for _ in range(200):
         try:
             response = await client.get(url)
         except httpx.ConnectError:
             tally.refused_connections += 1
             await asyncio.sleep(0.1)
+            continue
+        except httpx.RemoteProtocolError as exc:
+            if retried or "without sending a response" not in str(exc):
+                tally.dropped.append(f"{type(exc).__name__} {url.split('?')[0]}")
+                raise
+            retried = True
+            tally.keepalive_retries += 1
             continue
         except httpx.HTTPError as exc:
             tally.dropped.append(f"{type(exc).__name__} {url.split('?')[0]}")
@@ -241,6 +252,7 @@ async def test_gateway_restarted_in_the_middle(op: TestOP, mongo_uri: str, tmp_p
         "sign_ins": SIGN_INS,
         **tally.outcomes,
         "refused_while_restarting": tally.refused_connections,
+        "idle_keepalive_closed_and_retried": tally.keepalive_retries,
         "dropped_connections": len(tally.dropped),
         "spool_bytes_at_end": spool_left,
         "seconds": round(elapsed, 1),
