@@ -55,6 +55,13 @@ class JitsiState:
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
+def state_param(state: JitsiState | str | None) -> dict[str, str]:
+    """``{"state": ...}`` for a gateway link that carries the kept state on, or nothing."""
+    if state is None:
+        return {}
+    return {"state": state if isinstance(state, str) else state.compact()}
+
+
 def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, dict):
         return max((_depth(v, level + 1) for v in value.values()), default=level + 1)

@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from playwright.async_api import Browser
 
 from gateway.embedded import EmbeddedMongo
+from tests.support.browser import launch_chromium
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
 
@@ -97,3 +99,9 @@ async def browser() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def db_name() -> str:
     return f"jog_test_{secrets.token_hex(6)}"
+
+
+@pytest_asyncio.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    async with launch_chromium() as browser:
+        yield browser

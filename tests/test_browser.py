@@ -7,43 +7,20 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from gateway.standin import make_standin
+from tests.support.browser import sign_in_in_chromium
 from tests.support.gateway import start_gateway
 from tests.support.op import TestOP
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
-
-
-@pytest_asyncio.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def test_room_url_to_jitsi_with_token(chromium: Browser, op: TestOP, mongo_uri: str) -> None:
@@ -144,16 +121,6 @@ class AttackHandler(RequestHandler):
 
     def get(self) -> None:
         self.write(ATTACK_PAGE.format(target=self.target, csrf="0" * 64))
-
-
-async def sign_in_in_chromium(page: Page, room_url: str) -> dict:
-    await page.goto(room_url)
-    await page.wait_for_selector("#username")
-    await page.fill("#username", "alice")
-    await page.fill("#password", "alice-pw")
-    await page.click("#login")
-    await page.wait_for_selector("#claims")
-    return json.loads(await page.inner_text("#claims"))
 
 
 async def test_sign_out_in_chromium_ends_both_sessions(

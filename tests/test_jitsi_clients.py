@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import jwt
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 from pydantic import ValidationError
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -24,6 +22,7 @@ from tornado.web import Application, RequestHandler
 
 from gateway.config import Apps
 from gateway.standin import make_standin
+from tests.support.browser import sign_in_in_chromium
 from tests.support.gateway import APP_SECRET, JITSI_BASE, GatewayUnderTest, start_gateway
 from tests.support.jitsi_web import (
     jitsi_hash_params,
@@ -32,7 +31,6 @@ from tests.support.jitsi_web import (
     jitsi_token_auth_url,
 )
 from tests.support.op import TestOP
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 # A room URL an embedder or a person might open: toolbar, nested config, ICE servers, an
 # interface override, and a key Jitsi itself does not carry over (foo).
@@ -287,32 +285,11 @@ class IframeHandler(RequestHandler):
         self.write(IFRAME_PAGE.format(src=self.src))
 
 
-@pytest_asyncio.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 def serve(app: Application, host: str = "127.0.0.1") -> tuple[HTTPServer, str]:
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     server = HTTPServer(app)
     server.add_sockets(sockets)
     return server, f"http://{host}:{sockets[0].getsockname()[1]}"
-
-
-async def sign_in_in(page: Any, room_url: str) -> None:
-    await page.goto(room_url)
-    await page.wait_for_selector("#username")
-    await page.fill("#username", "alice")
-    await page.fill("#password", "alice-pw")
-    await page.click("#login")
-    await page.wait_for_selector("#claims")
 
 
 @pytest.mark.asyncio
@@ -339,7 +316,7 @@ async def test_token_logout_url_in_a_hidden_iframe(
         )
         try:
             page = await chromium.new_page()
-            await sign_in_in(page, f"{jitsi_url}/Standup")
+            await sign_in_in_chromium(page, f"{jitsi_url}/Standup")
             framing = f"{jitsi_url}/static/logout.html" if framer == "jitsi" else f"{other_url}/"
             async with page.expect_response(silent) as answer:
                 await page.goto(framing)

@@ -15,14 +15,14 @@ from typing import Any
 import jwt
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Page
 
+from tests.support.browser import launch_chromium
 from tests.support.gateway import APP_SECRET, GatewayUnderTest
 from tests.support.jitsi_web import jitsi_hash_params, jitsi_token
 from tests.support.op import TestOP
 from tests.support.sso_site import SsoSite
 from tests.support.token_service import token_service_gateway
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
@@ -42,15 +42,9 @@ async def stack(op: TestOP, mongo_uri: str) -> AsyncIterator[tuple[SsoSite, Gate
 
 @pytest_asyncio.fixture
 async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as pw:
-        browser: Browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+    async with launch_chromium() as browser:
         context = await browser.new_context(ignore_https_errors=True)
-        try:
-            yield await context.new_page()
-        finally:
-            await browser.close()
+        yield await context.new_page()
 
 
 def claims(token: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from adapters.base import AuthorizationParams, Identity
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
-from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state
+from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state, state_param
 from gateway.oidc.pkce import random_token, s256_challenge
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps, idp_for_email
@@ -34,20 +34,18 @@ class AuthHandler(GatewayHandler):
         self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
     ) -> None:
         """A live session of an eligible IdP: single sign-on, no IdP round trip."""
-        more = {"state": state.compact()} if state else {}
-        self.redirect(room_link("/oidc/tokenize", room, tenant, **more))
+        self.redirect(room_link("/oidc/tokenize", room, tenant, **state_param(state)))
 
     def entry_link(self, room: str, tenant: str | None, state: JitsiState | None, **kw: str) -> str:
         """This entry point again with more parameters (the chooser's links)."""
-        more = {"state": state.compact()} if state else {}
-        return room_link(self.entry_path, room, tenant, **more, **kw)
+        return room_link(self.entry_path, room, tenant, **state_param(state), **kw)
 
     def hidden_fields(
         self, room: str, tenant: str | None, state: JitsiState | None
     ) -> list[tuple[str, str]]:
         """What the chooser's e-mail form sends back to this entry point."""
         fields = [("room", room)] + ([("tenant", tenant)] if tenant else [])
-        return fields + ([("state", state.compact())] if state else [])
+        return fields + list(state_param(state).items())
 
     def return_to(self) -> str | None:
         """Where the callback continues after sign-in (None: ``/oidc/tokenize``)."""

@@ -76,6 +76,7 @@ PUBLIC_TEXT = {
 
 class GatewayHandler(RequestHandler):
     gateway: Gateway
+    _in_flight = False  # counted in gateway.inflight (graceful shutdown) until it ends
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -100,12 +101,12 @@ class GatewayHandler(RequestHandler):
     def prepare(self) -> None:
         self.set_header("X-Request-Id", self.request_id)
         bind_request_id(self.request_id)  # every log line of this request carries it
-        if not getattr(self, "_in_flight", False):
+        if not self._in_flight:
             self._in_flight = True
             self.gateway.inflight.enter()
 
     def _left(self) -> None:
-        if getattr(self, "_in_flight", False):
+        if self._in_flight:
             self._in_flight = False
             self.gateway.inflight.leave()
 

@@ -10,6 +10,7 @@ from adapters.base import AccessDenied, AdapterError, Identity, IdentityEnricher
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.http import UpstreamError
+from gateway.jitsi_state import state_param
 from gateway.oidc.metadata import issuer_matches
 from gateway.oidc.pkce import random_token
 from gateway.rooms import room_link
@@ -135,5 +136,5 @@ class CallbackHandler(GatewayHandler):
         if flow.return_to and flow.return_to.startswith("/oidc/authorize?"):
             self.redirect(flow.return_to)  # the token service's request, now with a session
             return
-        more = {"state": flow.jitsi_state} if flow.jitsi_state else {}
-        self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant, **more))
+        carried = state_param(flow.jitsi_state)
+        self.redirect(room_link("/oidc/tokenize", flow.room, flow.tenant, **carried))

@@ -14,7 +14,7 @@ from adapters.base import Identity
 from gateway.delivery import app_url, deliver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
-from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state
+from gateway.jitsi_state import MAX_STATE, JitsiState, parse_state, state_param
 from gateway.room_token import room_token
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps
@@ -33,8 +33,7 @@ class TokenizeHandler(GatewayHandler):
             eligible = {i.id for i in eligible_idps(self.gateway.idps.values(), room, tenant)}
             if identity is None or identity.idp not in eligible:
                 # No session, or the room is pinned to another IdP: sign in (there) first.
-                more = {"state": state.compact()} if state else {}
-                self.redirect(room_link("/oidc/auth", room, tenant, **more))
+                self.redirect(room_link("/oidc/auth", room, tenant, **state_param(state)))
                 return
             await self.mint_and_redirect(identity, room, tenant, state)
         except GatewayError as exc:

@@ -155,6 +155,34 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_nginx(prefix: Path, conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """``nginx -t``, then nginx in the foreground until it listens on ``port``.
+    ``PortTaken`` when another process won the port; RuntimeError with its log otherwise."""
+    error_log = prefix / "error.log"
+    cmd = [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", str(error_log)]
+    check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+    process = subprocess.Popen(
+        [*cmd, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = error_log.read_text(errors="replace") if error_log.exists() else ""
+            if "Address already in use" in log:
+                raise PortTaken(log)
+            raise RuntimeError(f"nginx exited at start:\n{log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    process.wait(10)
+    raise RuntimeError("nginx did not start listening in time")
+
+
 class Nginx:
     def __init__(
         self, port: int, gateway_port: int, *, jaas: bool = False, snippet: str | None = None
@@ -203,30 +231,8 @@ class Nginx:
         return conf
 
     def start(self) -> Nginx:
-        conf = self.write()
-        error_log = self.prefix / "error.log"
-        cmd = [nginx_binary(), "-p", str(self.prefix), "-c", str(conf), "-e", str(error_log)]
-        check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, check=False)
-        if check.returncode != 0:
-            raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
-        self.process = subprocess.Popen(
-            [*cmd, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = error_log.read_text(errors="replace") if error_log.exists() else ""
-                self.process = None
-                if "Address already in use" in log:
-                    raise PortTaken(log)
-                raise RuntimeError(f"nginx exited at start:\n{log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("nginx did not start listening in time")
+        self.process = launch_nginx(self.prefix, self.write(), self.port)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -28,10 +28,8 @@ import datetime
 import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -39,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.nginx import PortTaken, free_port, nginx_binary
+from tests.support.nginx import free_port, launch_nginx
 
 SITE = """
 worker_processes 1;
@@ -256,25 +254,8 @@ class SsoSite:
                 gateway_port=gateway_port,
             )
         )
-        error_log = self.prefix / "error.log"
-        cmd = [nginx_binary(), "-p", str(self.prefix), "-c", str(conf), "-e", str(error_log)]
-        self.process = subprocess.Popen(
-            [*cmd, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = error_log.read_text(errors="replace") if error_log.exists() else ""
-                self.process = None
-                if "Address already in use" in log:
-                    raise PortTaken(log)
-                raise RuntimeError(f"nginx exited at start:\n{log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start listening in time")
+        self.process = launch_nginx(self.prefix, conf, self.port)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
