@@ -16,6 +16,7 @@ from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
 from gateway.handlers.health import HealthHandler, ReadyHandler
+from gateway.handlers.jwks import JwksHandler
 from gateway.handlers.logout import (
     BackchannelLogoutHandler,
     LoggedOutHandler,
@@ -57,6 +58,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/logged-out", LoggedOutHandler, deps),
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),
+        (r"/\.well-known/jwks\.json", JwksHandler, deps),
         (r"/admin/audit", AuditQueryHandler, deps),
         (r"/admin/audit/stats", AuditStatsHandler, deps),
     ]
