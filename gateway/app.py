@@ -12,6 +12,7 @@ import tornado.web
 from gateway.config import Settings
 from gateway.context import Gateway
 from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
+from gateway.handlers.admin_sessions import SessionsHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
@@ -61,6 +62,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/\.well-known/jwks\.json", JwksHandler, deps),
         (r"/admin/audit", AuditQueryHandler, deps),
         (r"/admin/audit/stats", AuditStatsHandler, deps),
+        (r"/admin/sessions", SessionsHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

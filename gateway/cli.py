@@ -21,7 +21,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from gateway import audit_cli, policy_cli
+from gateway import audit_cli, policy_cli, sessions_cli
 from gateway.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     audit_cli.add_parser(sub)
     policy_cli.add_parser(sub)
+    sessions_cli.add_parser(sub)
     p = sub.add_parser("adapters", help="list discovered IdP adapters and broken plugins")
     p.set_defaults(func=cmd_adapters)
     p = sub.add_parser("demo", help="gateway + embedded store + local test OP + Jitsi stand-in")

@@ -45,6 +45,7 @@ EVENTS = (
     "logout",
     "backchannel_logout",
     "admin_query",
+    "admin_session_ended",
 )
 OUTCOMES = ("success", "failure", "info")
 
