@@ -529,7 +529,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+            raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -542,6 +542,15 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
 
 
 _FILE_FIELDS = _file_fields()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``not valid YAML at line L, column C: problem`` (PyYAML's own text names no file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 _FIELD_PREFIX = re.compile(r"([a-z][a-z0-9_]*): (.+)", re.S)

@@ -220,7 +220,7 @@ class GatewayHandler(RequestHandler):
         guest_url: str | None = None,
     ) -> None:
         """Audit the failure and answer with the short page for its reason."""
-        log.info("refused %s: %s [request %s]", error.reason, error.detail, self.request_id)
+        log.info("refused %s: %s", error.reason, error.detail)
         # store_unavailable too: the audit log spools locally while MongoDB is down.
         await self.audit(
             event,

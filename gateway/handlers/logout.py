@@ -169,7 +169,7 @@ class LogoutHandler(LogoutPage):
         return None
 
     async def deny(self, reason: str, detail: str) -> None:
-        log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
+        log.info("logout refused %s: %s", reason, detail)
         await self.audit("logout", "failure", reason=reason, detail=detail)
         self.set_status(403)
         self.render_error_page(
@@ -249,7 +249,7 @@ class SilentLogoutHandler(LogoutPage):
     async def get(self) -> None:
         why = self.not_from_jitsi()
         if why is not None:
-            log.info("silent logout refused: %s [request %s]", why, self.request_id)
+            log.info("silent logout refused: %s", why)
             await self.audit(
                 "logout", "failure", reason="cross_site_request", detail=why, silent=True
             )
