@@ -1,4 +1,5 @@
-"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo``.
+"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo`` (and ``audit``,
+``policy``, ``sessions`` from their own modules).
 
 Configuration problems end the process with exit code 2 and one ``path: problem`` line each,
 never a traceback.

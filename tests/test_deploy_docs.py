@@ -9,6 +9,7 @@ systemd (systemd-analyze verify), env, yaml (parsed and asserted), sh (bash -n),
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -233,3 +234,15 @@ def test_javascript_snippets_parse(tmp_path: Path) -> None:
         script.write_text(snippet.text)
         done = subprocess.run([str(NODE), "--check", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, f"line {snippet.line}: {done.stderr}"
+
+
+def test_examples_set_trusted_proxies() -> None:
+    """The examples name nginx as the trusted proxy (empty: audit records nginx's address)."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    env = compose["services"]["gateway"]["environment"]
+    trusted = [ipaddress.ip_network(n) for n in yaml.safe_load(env["JOG_TRUSTED_PROXIES"])]
+    (subnet,) = compose["networks"]["frontend"]["ipam"]["config"]
+    assert "frontend" in compose["services"]["nginx"]["networks"]
+    assert any(ipaddress.ip_network(subnet["subnet"]).subnet_of(t) for t in trusted)
+    example = yaml.safe_load((ROOT / "settings.yaml").read_text())
+    assert "127.0.0.1/32" in example["trusted_proxies"]
