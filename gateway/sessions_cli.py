@@ -82,9 +82,21 @@ def _cli_admin(args: argparse.Namespace) -> str:
     return explicit if explicit else f"cli:{getpass.getuser()}"
 
 
+def _parsed(args: argparse.Namespace) -> sa.Selector | None:
+    """The selector, or None after printing why (before any connection is made)."""
+    try:
+        return _selector(args)
+    except aq.FilterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    selector = _parsed(args)
+    if selector is None:
+        return 2
+
     async def body(store: Store) -> None:
-        selector = _selector(args)
         now = audit_cli._now()
         docs = await sa.live_sessions(store, selector, now)
         await store.audit.write(
@@ -104,8 +116,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_end(args: argparse.Namespace) -> int:
+    selector = _parsed(args)
+    if selector is None:
+        return 2
+
     async def body(store: Store) -> None:
-        selector = _selector(args)
         ended = await sa.end_sessions(
             store, selector, audit_cli._now(), admin=_cli_admin(args), via="cli"
         )
