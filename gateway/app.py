@@ -12,10 +12,12 @@ import tornado.web
 from gateway.config import ConfigError, Settings
 from gateway.context import Gateway
 from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
+from gateway.handlers.admin_sessions import SessionsHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
 from gateway.handlers.health import HealthHandler, ReadyHandler
+from gateway.handlers.jwks import ClientJwksHandler
 from gateway.handlers.logout import (
     BackchannelLogoutHandler,
     LoggedOutHandler,
@@ -69,8 +71,10 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/logged-out", LoggedOutHandler, deps),
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),
+        (r"/\.well-known/jwks\.json", ClientJwksHandler, deps),
         (r"/admin/audit", AuditQueryHandler, deps),
         (r"/admin/audit/stats", AuditStatsHandler, deps),
+        (r"/admin/sessions", SessionsHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

@@ -15,12 +15,14 @@ import json
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import pymongo
 from pymongo.errors import PyMongoError
 
+from gateway.errors import GatewayError
 from gateway.store import Store
 from gateway.store import audit_query as aq
 
@@ -84,7 +86,20 @@ def add_parser(sub: Any) -> None:
 # ---- plumbing ------------------------------------------------------------------------------
 
 
-def _connect(args: argparse.Namespace) -> Store:
+@dataclass(frozen=True)
+class _Target:
+    store: Store
+    where: str  # host[:port] list, never credentials
+    connect_timeout: float
+
+
+def _server_names(uri: str) -> str:
+    """``host:port[,host:port]`` of a MongoDB URI, without user, password or options."""
+    rest = uri.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0] or uri.split("://")[0]
+
+
+def _connect(args: argparse.Namespace) -> _Target:
     from gateway.cli import _load, _settings_path
     from gateway.config import ConfigError, Mongo
 
@@ -93,7 +108,8 @@ def _connect(args: argparse.Namespace) -> Store:
     uri = args.mongodb_uri or mongo.uri
     if not uri:
         raise ConfigError(["mongodb.uri: empty; the CLI needs the running store's URI"])
-    return Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
+    store = Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
+    return _Target(store, _server_names(uri), mongo.timeout_seconds)
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str | None]:
@@ -102,14 +118,29 @@ def _filters(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _run(args: argparse.Namespace, body: Callable[[Store], Any], *, bounded: bool = True) -> int:
+    where = "MongoDB"
+
     async def main() -> int:
-        store = _connect(args)
+        nonlocal where
+        target = _connect(args)
+        where = f"MongoDB at {target.where}"
         try:
+            # First a ping bounded by mongodb.timeout_seconds: an unreachable server is
+            # reported in seconds, not after the whole command's --timeout.
+            with pymongo.timeout(min(target.connect_timeout, args.timeout)):
+                try:
+                    await target.store.db.command("ping")
+                except PyMongoError as exc:
+                    bound = min(target.connect_timeout, args.timeout)
+                    raise _Unreachable(
+                        f"{where} did not answer within {bound:g} s ({type(exc).__name__}); "
+                        "check mongodb.uri or --mongodb-uri"
+                    ) from None
             # one deadline for the whole command, not mongodb.timeout_seconds per socket read
             with pymongo.timeout(args.timeout if bounded else None):
-                await body(store)
+                await body(target.store)
         finally:
-            await store.close()
+            await target.store.close()
         return 0
 
     try:
@@ -117,9 +148,21 @@ def _run(args: argparse.Namespace, body: Callable[[Store], Any], *, bounded: boo
     except aq.FilterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except PyMongoError as exc:
-        print(f"error: MongoDB: {type(exc).__name__}", file=sys.stderr)
+    except _Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    except GatewayError as exc:  # a store call that turned a driver error into a reason
+        print(f"error: {where}: {exc.detail}", file=sys.stderr)
+        return 1
+    except PyMongoError as exc:
+        print(
+            f"error: {where}: {type(exc).__name__} (--timeout {args.timeout:g} s)", file=sys.stderr
+        )
+        return 1
+
+
+class _Unreachable(Exception):
+    pass
 
 
 def _now() -> datetime:

@@ -1,4 +1,5 @@
-"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo``.
+"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo`` (and ``audit``,
+``policy``, ``sessions`` from their own modules).
 
 Configuration problems end the process with exit code 2 and one ``path: problem`` line each,
 never a traceback.
@@ -20,8 +21,8 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from gateway import audit_cli, policy_cli
-from gateway.config import ConfigError, Settings, load_settings
+from gateway import audit_cli, policy_cli, sessions_cli
+from gateway.config import ENV_PREFIX, ConfigError, Settings, load_settings
 
 log = logging.getLogger("gateway")
 
@@ -40,11 +41,25 @@ def _settings_path(args: argparse.Namespace) -> str | None:
     return DEFAULT_SETTINGS if Path(DEFAULT_SETTINGS).exists() else None
 
 
+def _load_required(args: argparse.Namespace) -> Settings:
+    """Settings for ``serve``/``check-config``: a file, or at least ``JOG_`` variables."""
+    path = _settings_path(args)
+    if path is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
+        where = Path(DEFAULT_SETTINGS).absolute()
+        raise ConfigError(
+            [
+                f"no settings file found at {where}: give one with -c FILE "
+                f"(or set {ENV_PREFIX}* environment variables)"
+            ]
+        )
+    return _load(path)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.idps import open_adapters
     from gateway.plugins import discover
 
-    settings = _load(_settings_path(args))
+    settings = _load_required(args)
     registry = discover()
     for problem in registry.problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -62,12 +77,17 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     from gateway.plugins import discover
 
     registry = discover()
+    rows = [("NAME", "PACKAGE", "VERSION", "TARGET", "DESCRIPTION")]
     for info in sorted(registry.adapters.values(), key=lambda i: i.name):
         desc = info.cls.description or info.cls.__doc__ or ""
         first = desc.strip().splitlines()[0] if desc.strip() else ""
-        print(f"{info.name:<12} {info.distribution} {info.version:<10} {info.target}  {first}")
+        rows.append((info.name, info.distribution, info.version, info.target, first))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]).rstrip())
     for problem in registry.problems:
-        print(f"BROKEN       {problem}")
+        print(f"BROKEN  {problem}")
     return 1 if registry.problems else 0
 
 
@@ -199,7 +219,7 @@ def _stop_event() -> asyncio.Event:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logging_setup import configure_logging
 
-    settings = _load(_settings_path(args))
+    settings = _load_required(args)
     configure_logging(settings.log_level, settings.log_format)
     processes = getattr(args, "processes", 1)
     sockets = None
@@ -228,11 +248,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo import DemoError, run_demo
     from gateway.logging_setup import configure_logging
 
     configure_logging("INFO", "text")  # redacted, and no query strings in the access log
-    asyncio.run(run_demo(args.port, args.jitsi_port))
+    try:
+        asyncio.run(run_demo(args.port, args.jitsi_port))
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -257,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     audit_cli.add_parser(sub)
     policy_cli.add_parser(sub)
+    sessions_cli.add_parser(sub)
     p = sub.add_parser("adapters", help="list discovered IdP adapters and broken plugins")
     p.set_defaults(func=cmd_adapters)
     p = sub.add_parser("demo", help="gateway + embedded store + local test OP + Jitsi stand-in")

@@ -138,17 +138,55 @@ class Jitsi(Strict):
 
     @model_validator(mode="after")
     def _key_for_algorithm(self) -> Jitsi:
+        # "key: problem" messages are reported at that key's path (see _problem_line).
         secret = self.app_secret.get_secret_value() if self.app_secret else ""
         if secret.startswith("CHANGE-ME"):
-            raise ValueError("app_secret is still the example placeholder; use Prosody's secret")
+            raise ValueError("app_secret: is still the example placeholder; use Prosody's secret")
         if self.algorithm == "HS256":
-            if self.app_secret is None or len(self.app_secret.get_secret_value()) < 32:
-                raise ValueError("algorithm HS256 needs app_secret (32+ characters, RFC 7518 3.2)")
+            if self.app_secret is None:
+                raise ValueError("app_secret: required by algorithm HS256 (Prosody's app_secret)")
+            if len(secret) < 32:
+                raise ValueError(
+                    f"app_secret: must be at least 32 characters for HS256 (RFC 7518 3.2), "
+                    f"got {len(secret)}"
+                )
         else:
-            if self.private_key_file is None or not self.key_id:
-                raise ValueError("algorithm RS256 needs private_key_file and key_id")
+            if self.private_key_file is None:
+                raise ValueError("private_key_file: required by algorithm RS256")
+            if not self.key_id:
+                raise ValueError("key_id: required by algorithm RS256")
             if not self.private_key_file.is_file():
-                raise ValueError(f"private_key_file {self.private_key_file} does not exist")
+                raise ValueError(f"private_key_file: {self.private_key_file} does not exist")
+        return self
+
+
+class ClientAssertion(Strict):
+    """``private_key_jwt`` (RFC 7523): the gateway signs a short assertion with this key."""
+
+    key_file: Path = Field(description="PEM private key (RSA 2048+ or EC P-256/384/521)")
+    key_id: str | None = Field(None, description="JWS kid; default: the RFC 7638 thumbprint")
+    algorithm: Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] | None = Field(
+        None, description="RSA keys only; EC keys use their curve's ES algorithm"
+    )
+    certificate_file: Path | None = Field(
+        None, description="PEM certificate of the key: adds x5t / x5t#S256 (Entra ID)"
+    )
+    audience: Literal["token_endpoint", "issuer"] = "token_endpoint"
+    lifetime_seconds: int = Field(60, ge=10, le=300)
+
+    @model_validator(mode="after")
+    def _key_loads(self) -> ClientAssertion:
+        from gateway.oidc.client_auth import KeyFileError, SigningKey
+
+        try:
+            SigningKey.load(
+                self.key_file,
+                key_id=self.key_id,
+                algorithm=self.algorithm,
+                certificate_file=self.certificate_file,
+            )
+        except KeyFileError as exc:
+            raise ValueError(f"key_file: {exc}") from None
         return self
 
 
@@ -159,10 +197,11 @@ class IdP(Strict):
     issuer: str
     discovery_url: str | None = None
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
-        "client_secret_basic"
-    )
+    client_secret: SecretStr | None = None
+    token_endpoint_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "private_key_jwt"
+    ] = "client_secret_basic"
+    client_assertion: ClientAssertion | None = None
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     userinfo: bool = False
     allowed_algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
@@ -201,6 +240,18 @@ class IdP(Strict):
                     f"room pattern {pattern!r}: lower-case room characters and * ? [ ]"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> IdP:
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            if self.client_assertion is None:
+                raise ValueError("client_assertion: required by private_key_jwt (key_file)")
+        elif self.client_secret is None:
+            raise ValueError(
+                f"client_secret: required by {self.token_endpoint_auth_method} "
+                "(or use token_endpoint_auth_method: private_key_jwt)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _templated_issuer(self) -> IdP:
@@ -509,7 +560,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         except OSError as exc:
             raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+            raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -524,15 +575,36 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
 _FILE_FIELDS = _file_fields()
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``not valid YAML at line L, column C: problem`` (PyYAML's own text names no file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+_FIELD_PREFIX = re.compile(r"([a-z][a-z0-9_]*): (.+)", re.S)
+
+
+def _problem_line(err: Any) -> str:
+    """``path: message``; a model check's ``key: message`` is reported at ``path.key``."""
+    loc = tuple(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    match = _FIELD_PREFIX.fullmatch(msg)
+    if err["type"] == "value_error" and match and match.group(1) in _FIELD_NAMES:
+        loc, msg = (*loc, match.group(1)), match.group(2)
+    return f"{format_path(loc)}: {msg}"
+
+
+_FIELD_NAMES = _field_names(Settings, set())
+
+
 def settings_from_dict(data: Mapping[str, Any]) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{format_path(tuple(err['loc']))}: {msg}")
-        raise ConfigError(lines) from None
+        raise ConfigError([_problem_line(err) for err in exc.errors()]) from None
     problems = settings.policy.problems(
         (i.id for i in settings.idps), settings.jitsi.room_wildcard, settings.email_trust()
     )

@@ -9,9 +9,11 @@ Everything listens on 127.0.0.1 only; cookies are not Secure because it is plain
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,33 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
 ]
 
 
+class DemoError(Exception):
+    """The demo cannot start; the message says why and what to do."""
+
+
+def _bind(port: int, option: str) -> list[socket.socket]:
+    """Bind before anything starts, so a busy port is one line, not a traceback."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.setblocking(False)
+        return [sock]
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DemoError(
+                f"port {port} on 127.0.0.1 is already in use; choose another with {option} PORT"
+            ) from None
+        raise DemoError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+
+
 async def run_demo(port: int, jitsi_port: int) -> None:
     if not (REPO / "tests" / "op" / "server.mjs").exists():
         sys.exit("demo needs the repository checkout (tests/op); run scripts/demo.sh")
+    gateway_sockets = _bind(port, "--port")
+    jitsi_sockets = _bind(jitsi_port, "--jitsi-port")
     sys.path.insert(0, str(REPO))
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.config import settings_from_dict
@@ -96,9 +122,9 @@ async def run_demo(port: int, jitsi_port: int) -> None:
         store = Store.connect(mongo.uri, settings.mongodb.database)
         gateway = build_gateway(settings, store)
         await warm_up(gateway)
-        make_app(gateway).listen(port, "127.0.0.1")
+        HTTPServer(make_app(gateway)).add_sockets(gateway_sockets)
         standin = make_standin(gateway_url, settings.jitsi, settings.delivery.flag_parameter)
-        HTTPServer(standin).listen(jitsi_port, "127.0.0.1")
+        HTTPServer(standin).add_sockets(jitsi_sockets)
         print(
             f"\nDemo running. Open {jitsi_url}/standup\n"
             "Sign in as alice / alice or bob / bob. Ctrl-C stops.\n"

@@ -15,6 +15,10 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v chromium >/dev/null || apt_packages+=(chromium)
   # Tests start the real nginx in front of the gateway (tests/test_nginx.py).
   [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || apt_packages+=(nginx)
+  # docs/deploy.md's snippets are checked with the real tools (tests/test_deploy_docs.py):
+  # Prosody's prosodyctl, Prometheus' promtool (the Grafana dashboard's queries).
+  [[ -x /usr/bin/prosodyctl ]] || apt_packages+=(prosody)
+  [[ -x /usr/bin/promtool ]] || apt_packages+=(prometheus)
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -108,7 +108,7 @@ def _duplicate_idp(data: dict[str, Any]) -> None:
 BROKEN = [
     pytest.param(
         _set("idps.0.client_secret", DEL),
-        "idps[0].client_secret: Field required",
+        "idps[0].client_secret: required by client_secret_basic",
         id="missing_client_secret",
     ),
     pytest.param(
@@ -117,17 +117,17 @@ BROKEN = [
     pytest.param(_set("cookies", DEL), "cookies: Field required", id="missing_cookies"),
     pytest.param(
         _set("jitsi.app_secret", DEL),
-        "jitsi: algorithm HS256 needs app_secret",
+        "jitsi.app_secret: required by algorithm HS256",
         id="hs256_without_app_secret",
     ),
     pytest.param(
         _set("jitsi.app_secret", "x" * 31),
-        "jitsi: algorithm HS256 needs app_secret",
+        "jitsi.app_secret: must be at least 32 characters for HS256 (RFC 7518 3.2), got 31",
         id="hs256_short_app_secret",
     ),
     pytest.param(
         _set("jitsi.algorithm", "RS256"),
-        "jitsi: algorithm RS256 needs private_key_file and key_id",
+        "jitsi.private_key_file: required by algorithm RS256",
         id="rs256_without_key",
     ),
     pytest.param(
@@ -288,7 +288,7 @@ def test_rs256_with_key_file(tmp_path: Path) -> None:
     assert settings_from_dict(data).jitsi.private_key_file == pem
     data["jitsi"]["private_key_file"] = str(tmp_path / "missing.pem")
     problems = problems_of(data)
-    assert any(p.startswith("jitsi: private_key_file ") for p in problems), problems
+    assert any(p.startswith("jitsi.private_key_file: ") for p in problems), problems
 
 
 def write_yaml(tmp_path: Path, data: dict[str, Any]) -> Path:

@@ -157,6 +157,7 @@ async def test_discovery(op: TestOP) -> None:
     assert set(meta["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
     }
     assert {"groups", "roles"} <= set(meta["scopes_supported"])
 

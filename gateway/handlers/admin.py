@@ -78,7 +78,7 @@ class AdminHandler(GatewayHandler):
         try:
             self.admin = self.authenticate()
         except AdminUnauthorized as exc:
-            log.warning("admin request refused: %s [request %s]", exc, self.request_id)
+            log.warning("admin request refused: %s", exc)
             await self.audit_admin("failure", reason="admin_unauthorized", detail=str(exc))
             error = ', error="invalid_token"' if str(exc) == "invalid token" else ""
             self.set_header("WWW-Authenticate", f'Bearer realm="jitsi-oidc-gateway"{error}')
@@ -93,7 +93,7 @@ class AdminHandler(GatewayHandler):
             with pymongo.timeout(bound):
                 await self.answer(params)
         except PyMongoError as exc:
-            log.error("admin query failed: %s [request %s]", type(exc).__name__, self.request_id)
+            log.error("admin query failed: %s", type(exc).__name__)
             await self.audit_admin("failure", reason="store_unavailable", query=self.safe_query())
             if not self._headers_written:
                 self.send_json(503, {"error": "store_unavailable", "message": "MongoDB failed"})

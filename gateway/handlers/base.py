@@ -246,7 +246,7 @@ class GatewayHandler(RequestHandler):
     ) -> None:
         """Audit the failure and answer with the short page for its reason; ``fields`` are
         extra audit fields (``callback_idp``, ``requested_idp``)."""
-        log.info("refused %s: %s [request %s]", error.reason, error.detail, self.request_id)
+        log.info("refused %s: %s", error.reason, error.detail)
         # store_unavailable too: the audit log spools locally while MongoDB is down.
         await self.audit(
             event,

@@ -78,7 +78,7 @@ class LogoutPage(GatewayHandler):
 
     async def deny(self, reason: str, detail: str, **fields: object) -> None:
         """A sign-out that is not the person's own: 403, audited, nothing ended."""
-        log.info("logout refused %s: %s [request %s]", reason, detail, self.request_id)
+        log.info("logout refused %s: %s", reason, detail)
         await self.audit("logout", "failure", reason=reason, detail=detail, **fields)
         self.set_status(403)
         self.render_error_page(

@@ -6,17 +6,17 @@ web layer needs no knowledge of OIDC.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.config import IdP
 from gateway.errors import GatewayError
 from gateway.http import HttpClient, UpstreamError
+from gateway.oidc.client_auth import ClientAuthenticator
 from gateway.oidc.jwks import JwksCache
 from gateway.oidc.logout_token import LogoutTokenVerifier
 from gateway.oidc.metadata import MetadataError, ProviderMetadata, fetch_metadata
@@ -35,12 +35,6 @@ class TokenSet:
     id_token: str
     access_token: str | None
     claims: dict[str, Any]
-
-
-def basic_auth(client_id: str, client_secret: str) -> str:
-    """RFC 6749 2.3.1: form-urlencode id and secret, then base64 ``id:secret``."""
-    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def with_params(endpoint: str, params: Mapping[str, str]) -> str:
@@ -63,6 +57,7 @@ class RelyingParty:
         self._http = http
         self._clock = clock
         self._issuer_check = issuer_check
+        self.client_auth = ClientAuthenticator(config, clock)
         self._metadata: ProviderMetadata | None = None
         self._unreachable = False
         # One discovery fetch in flight for everyone; its failure is answered to every
@@ -174,11 +169,9 @@ class RelyingParty:
             "code_verifier": code_verifier,
         }
         headers: dict[str, str] = {}
-        secret = cfg.client_secret.get_secret_value()
-        if cfg.token_endpoint_auth_method == "client_secret_basic":
-            headers["Authorization"] = basic_auth(cfg.client_id, secret)
-        else:
-            form |= {"client_id": cfg.client_id, "client_secret": secret}
+        self.client_auth.apply(
+            form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
+        )
         try:
             body = await self._http.post_form(
                 meta.token_endpoint, form, headers, cfg.http_timeout_seconds

@@ -51,6 +51,7 @@ EVENTS = (
     "token_issued",
     "token_refreshed",
     "token_refused",
+    "admin_session_ended",
 )
 OUTCOMES = ("success", "failure", "info")
 

@@ -61,6 +61,8 @@ class SessionStore:
         await self.collection.create_index([("identity.idp", 1), ("identity.subject", 1)])
         await self.collection.create_index([("identity.idp", 1), ("idp_sid", 1)])
         await self.collection.create_index([("identity.idp", 1), ("idp_sub", 1)])
+        await self.collection.create_index("identity.username")
+        await self.collection.create_index("email_key")
 
     async def create(
         self,
@@ -78,6 +80,8 @@ class SessionStore:
             "identity": identity.to_document(),
             "idp_sid": idp_session_id,
             "idp_sub": _token_subject(id_token),
+            # the e-mail as operators type it, for session administration
+            "email_key": identity.email.strip().lower() if identity.email else None,
             "id_token": id_token,
             "created_at": created_at,
             "expires_at": expires_at,
@@ -134,6 +138,28 @@ class SessionStore:
             query["idp_sub"] = sub
         try:
             result = await self.collection.delete_many(query)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+        return result.deleted_count
+
+    async def find_live(self, query: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+        """Live sessions matching ``query`` (administration), oldest first, no ID tokens."""
+        try:
+            cursor = self.collection.find(
+                {**query, "expires_at": {"$gt": now}},
+                projection={"id_token": False},
+                sort=[("created_at", 1)],
+            )
+            return [doc async for doc in cursor]
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+
+    async def delete_hashed(self, hashes: list[str]) -> int:
+        """Delete sessions by their stored key (the SHA-256 of the session id)."""
+        if not hashes:
+            return 0
+        try:
+            result = await self.collection.delete_many({"_id": {"$in": hashes}})
         except PyMongoError as exc:
             raise self._unavailable(exc) from None
         return result.deleted_count

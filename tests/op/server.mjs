@@ -42,7 +42,8 @@
 // - State lives in a process-wide in-memory adapter shared by every Provider instance.
 // - Dynamic client registration (RFC 7591) is open. A `client_secret` in the registration
 //   body is used verbatim; otherwise a random one is generated.
-// - PKCE (S256) is required for every client. Auth methods: client_secret_basic/_post.
+// - PKCE (S256) is required for every client. Auth methods: client_secret_basic/_post and
+//   private_key_jwt (register `jwks` or `jwks_uri`).
 // - Login: GET /interaction/:uid renders a form (#username, #password, #login); consent is
 //   granted automatically for everything requested.
 // - Test control endpoints (handled before the provider):
@@ -353,7 +354,10 @@ function makeProvider(issuer) {
     claims: claimsConfig,
     conformIdTokenClaims: false,
     ...(Object.keys(ttlConfig).length ? { ttl: ttlConfig } : {}),
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    // private_key_jwt: a client registers `jwks` or `jwks_uri`; oidc-provider checks the
+    // assertion's signature, iss/sub, aud (issuer, token endpoint or endpoint URL), exp and
+    // refuses a jti it has seen (ReplayDetection, kept in the shared adapter).
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },

@@ -7,7 +7,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +108,7 @@ def settings_for(
         "display_name": "Test OP",
         "issuer": op.issuer,
         "client_id": client["client_id"],
-        "client_secret": client["client_secret"],
+        "client_secret": client.get("client_secret"),
         "token_endpoint_auth_method": client.get(
             "token_endpoint_auth_method", "client_secret_basic"
         ),
@@ -157,10 +157,12 @@ async def start_gateway(
     logout_client: bool = False,
     more_idps: Sequence[tuple[TestOP, dict[str, Any]]] = (),
     proxy_url: str | None = None,
+    client_metadata: Callable[[str], dict[str, Any]] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
     """A gateway for ``op`` (IdP id ``testop``, ``idp=`` overrides its entry) plus one IdP per
-    ``more_idps`` entry (each needs an ``id``; a client is registered at its OP)."""
+    ``more_idps`` entry (each needs an ``id``; a client is registered at its OP).
+    ``client_metadata(url)`` adds registration metadata (``jwks``, ``jwks_uri``...)."""
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     port = sockets[0].getsockname()[1]
     # Behind a proxy (nginx) the public URL is the proxy's; the gateway listens on ``port``.
@@ -170,6 +172,7 @@ async def start_gateway(
         token_endpoint_auth_method=auth_method,
         client_secret=client_secret,
         **(logout_client_metadata(url) if logout_client else {}),
+        **(client_metadata(url) if client_metadata else {}),
     )
     db = f"jog_test_{secrets.token_hex(6)}"
     extra_idps = []
