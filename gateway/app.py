@@ -57,8 +57,8 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/logged-out", LoggedOutHandler, deps),
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),
-        (r"/admin/audit", AuditQueryHandler, deps),
-        (r"/admin/audit/stats", AuditStatsHandler, deps),
+        (r"/admin/audit/?", AuditQueryHandler, deps),
+        (r"/admin/audit/stats/?", AuditStatsHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

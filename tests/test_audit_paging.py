@@ -79,12 +79,16 @@ async def test_bounds_equal_to_an_event_time(store: Store, order: str, event: st
         params["event"] = event
     names = event.split(",") if event else None
     expected = [
-        d
-        for d in DATA
-        if since <= d["time"] < until and (names is None or d["event"] in names)
+        d for d in DATA if since <= d["time"] < until and (names is None or d["event"] in names)
     ]
     assert minted[2] in expected
     assert await all_pages(store, params) == ordered(expected, order)
     # and the tie millisecond itself as both bounds of a one-millisecond window
-    one_ms = {"order": order, "since": aq.iso(SAME_MS), "until": aq.iso(SAME_MS + timedelta(milliseconds=1))}
-    assert await all_pages(store, one_ms) == ordered([d for d in DATA if d["time"] == SAME_MS], order)
+    one_ms = {
+        "order": order,
+        "since": aq.iso(SAME_MS),
+        "until": aq.iso(SAME_MS + timedelta(milliseconds=1)),
+    }
+    assert await all_pages(store, one_ms) == ordered(
+        [d for d in DATA if d["time"] == SAME_MS], order
+    )

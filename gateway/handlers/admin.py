@@ -16,6 +16,7 @@ from typing import Any
 
 import pymongo
 from pymongo.errors import PyMongoError
+from tornado.httputil import url_concat
 from tornado.iostream import StreamClosedError
 
 from gateway.handlers.base import GatewayHandler
@@ -126,6 +127,10 @@ class AdminHandler(GatewayHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
         raise NotImplementedError
 
+    def idp_ids(self) -> tuple[str, ...]:
+        """The configured IdPs: an ``idp`` filter outside them is a typo, answered 400."""
+        return tuple(i.id for i in self.gateway.settings.idps)
+
 
 class AuditQueryHandler(AdminHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
@@ -135,14 +140,18 @@ class AuditQueryHandler(AdminHandler):
         collection = self.gateway.store.audit.collection
         now = self.gateway.now()
         if fmt == "json":
-            q = aq.parse_query(params, now=now, max_limit=self.gateway.settings.admin.max_page_size)
+            max_limit = self.gateway.settings.admin.max_page_size
+            q = aq.parse_query(params, now=now, max_limit=max_limit, idps=self.idp_ids())
             docs, cursor = await aq.page(collection, q)
             await self.audit_admin("success", query=self.safe_query(), count=len(docs))
+            if cursor:  # the next page, for clients that follow links (RFC 8288)
+                following = {**params, "cursor": cursor}
+                self.set_header("Link", f'<{url_concat(self.request.path, following)}>; rel="next"')
             self.send_json(200, {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor})
             return
         if "limit" in params or "cursor" in params:
             raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
-        q = aq.parse_query(params, now=now, default_order="asc")
+        q = aq.parse_query(params, now=now, default_order="asc", idps=self.idp_ids())
         await self.export(q, fmt)
 
     async def export(self, q: aq.AuditQuery, fmt: str) -> None:
@@ -178,7 +187,7 @@ class AuditStatsHandler(AdminHandler):
         top_raw = params.pop("top", None) or "10"
         if not top_raw.isdigit() or not 1 <= int(top_raw) <= 100:
             raise aq.FilterError("top", "must be a number between 1 and 100")
-        q = aq.parse_query(params, now=self.gateway.now())
+        q = aq.parse_query(params, now=self.gateway.now(), idps=self.idp_ids())
         for name in aq.PAGE_PARAMS:
             if name in params:
                 raise aq.FilterError(name, "stats take filters only")

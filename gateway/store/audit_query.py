@@ -2,9 +2,18 @@
 
 Shared by the HTTP API (``gateway/handlers/admin.py``) and the CLI (``gateway/audit_cli.py``),
 so both accept the same parameters and reject the same bad values (``FilterError`` names the
-parameter). Pages are cut with an opaque cursor over ``(time, _id)``: events arriving while
-someone pages never shift, repeat or hide the events of later pages. Exports iterate a
-server-side cursor, so memory stays constant however large the range.
+parameter). Pages are cut with an opaque keyset cursor over ``(time, _id)``: the next page is
+``time`` strictly past the last event's time, or the same time and ``_id`` strictly past its
+id, written as an explicit equality branch. Nothing relies on a ``$gte``/``$lte`` bound
+being exact, because some MongoDB-wire servers drop values equal to a range bound when the
+range runs over a compound index; ``since`` is written the same way (``> since`` or
+``== since``). So events sharing a millisecond are never skipped or repeated.
+
+Snapshot: oldest-first queries without ``until`` are bounded at the time of the first page
+(the cursor carries that bound), so paging ends even while events keep arriving; newer
+events are on the next query. Newest-first paging needs no bound: new events are newer than
+every page. Exports iterate a server-side cursor, so memory stays constant however large
+the range.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import io
 import ipaddress
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -25,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from gateway.errors import REASONS
-from gateway.store.audit import OUTCOMES
+from gateway.store.audit import EVENTS, OUTCOMES
 
 Order = Literal["asc", "desc"]
 
@@ -33,11 +42,19 @@ LIST_FIELDS = ("event", "outcome", "idp", "reason")  # comma-separated values al
 EXACT_FIELDS = ("subject", "username", "email", "room", "tenant", "client_ip", "request_id")
 FILTER_PARAMS = ("since", "until", *LIST_FIELDS, *EXACT_FIELDS)
 PAGE_PARAMS = ("limit", "order", "cursor")
-EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_VALUE = 512
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell as a formula when it starts with one of these. "=", "@", tab and CR
+# are always guarded; "+" and "-" only with something a formula needs (a call, a DDE pipe, a
+# sheet reference), so "-curl/8.5" or "+49 30 1234" stay as they are.
+ALWAYS_FORMULA = ("=", "@", "\t", "\r")
+SIGN_FORMULA = re.compile(r"^[+-].*[(|!=@\"\x27;&]", re.DOTALL)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # no event is older: earlier bounds mean "no bound"
+# "+01:00" unencoded in a query string arrives as " 01:00": put the plus sign back
+SPACE_OFFSET = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$"
+)
 
 CSV_COLUMNS = (
     "time",
@@ -63,6 +80,10 @@ CSV_COLUMNS = (
     "jti",
     "token_expires_at",
     "detail",
+    "admin",
+    "path",
+    "query",
+    "count",
     "_id",
 )
 
@@ -90,15 +111,30 @@ class AuditQuery:
 
 
 def parse_time(name: str, value: str, now: datetime) -> datetime:
-    """ISO 8601 (naive means UTC) or a duration back from now: ``30m``, ``24h``, ``7d``."""
-    match = RELATIVE.fullmatch(value.strip())
+    """ISO 8601 (naive means UTC) or a duration back from now: ``30m``, ``24h``, ``7d``.
+
+    Times before 1970 come back as ``EPOCH`` (the caller drops such a ``since``).
+    """
+    text = value.strip()
+    match = RELATIVE.fullmatch(text)
     if match:
-        return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return max(now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))}), EPOCH)
+        except OverflowError:
+            return EPOCH
+    spaced = SPACE_OFFSET.fullmatch(text)
+    if spaced:
+        text = f"{spaced.group(1)}+{spaced.group(2)}"
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(name, "not an ISO 8601 time or a duration like 30m, 24h, 7d") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise FilterError(
+            name,
+            "not an ISO 8601 time or a duration like 30m, 24h, 7d"
+            " (write a + in an offset as %2B in a URL)",
+        ) from None
+    return max(parsed, EPOCH)
 
 
 def _check_value(name: str, value: str) -> str:
@@ -107,8 +143,8 @@ def _check_value(name: str, value: str) -> str:
         raise FilterError(name, "is empty")
     if len(value) > MAX_VALUE or any(ord(c) < 32 for c in value):
         raise FilterError(name, "too long or has control characters")
-    if name == "event" and not EVENT_NAME.fullmatch(value):
-        raise FilterError(name, f"{value!r} is not an event name")
+    if name == "event" and value not in EVENTS:
+        raise FilterError(name, f"{value!r} is not an event name (one of {', '.join(EVENTS)})")
     if name == "outcome" and value not in OUTCOMES:
         raise FilterError(name, f"{value!r} is not one of {', '.join(OUTCOMES)}")
     if name == "reason" and value not in REASONS:
@@ -131,8 +167,13 @@ def parse_query(
     default_limit: int = 100,
     max_limit: int = 1000,
     extra: tuple[str, ...] = (),
+    idps: Collection[str] | None = None,
 ) -> AuditQuery:
-    """Validate request parameters into a query; unknown parameters are refused too."""
+    """Validate request parameters into a query; unknown parameters are refused too.
+
+    ``idps`` are the configured IdP ids: an ``idp`` value outside them is refused (a typo
+    would otherwise answer an empty page). ``None`` skips the check (no settings at hand).
+    """
     known = set(FILTER_PARAMS) | set(PAGE_PARAMS) | set(extra)
     for name in params:
         if name not in known:
@@ -140,6 +181,10 @@ def parse_query(
     values = {k: v for k, v in params.items() if v is not None}
     since = parse_time("since", values["since"], now) if "since" in values else None
     until = parse_time("until", values["until"], now) if "until" in values else None
+    if until is not None and until <= EPOCH:
+        raise FilterError("until", "is before 1970: no event is that old")
+    if since is not None and since <= EPOCH:
+        since = None  # before every event: no lower bound (and no slow scan from year 1)
     if since and until and since >= until:
         raise FilterError("until", "must be later than since")
     fields: dict[str, list[str]] = {}
@@ -149,6 +194,11 @@ def parse_query(
     for name in EXACT_FIELDS:
         if name in values:
             fields[name] = [_check_value(name, values[name])]
+    if idps is not None:
+        for value in fields.get("idp", []):
+            if value not in idps:
+                known_ids = ", ".join(sorted(idps)) or "none configured"
+                raise FilterError("idp", f"{value!r} is not a configured IdP ({known_ids})")
     order = values.get("order", default_order)
     if order not in ("asc", "desc"):
         raise FilterError("order", "must be asc or desc")
@@ -160,59 +210,88 @@ def parse_query(
             raise FilterError("limit", "not a number") from None
         if not 1 <= limit <= max_limit:
             raise FilterError("limit", f"must be between 1 and {max_limit}")
-    after = decode_cursor(values["cursor"], order) if "cursor" in values else None
+    after = None
+    if "cursor" in values:
+        after, snapshot = decode_cursor(values["cursor"], order)
+        if snapshot is not None and (until is None or snapshot < until):
+            until = snapshot
+    elif order == "asc" and until is None:
+        until = snapshot_bound(now)
     return AuditQuery(since, until, fields, order, limit, after)  # type: ignore[arg-type]
+
+
+def snapshot_bound(now: datetime) -> datetime:
+    """The exclusive upper bound of an oldest-first query: everything stored up to ``now``."""
+    return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(
+        milliseconds=1
+    )
 
 
 # ---- cursor --------------------------------------------------------------------------------
 
 
-def encode_cursor(doc: Mapping[str, Any], order: Order) -> str:
-    ms = int(doc["time"].timestamp() * 1000)
-    raw = json.dumps({"t": ms, "i": doc["_id"], "o": order}, separators=(",", ":"))
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def encode_cursor(doc: Mapping[str, Any], order: Order, until: datetime | None = None) -> str:
+    """The next page's position; ``until`` (the snapshot bound) travels with it."""
+    data: dict[str, Any] = {"t": _ms(doc["time"]), "i": doc["_id"], "o": order}
+    if until is not None:
+        data["u"] = _ms(until)
+    raw = json.dumps(data, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(value: str, order: Order) -> tuple[datetime, str]:
+def decode_cursor(value: str, order: Order) -> tuple[tuple[datetime, str], datetime | None]:
+    """``((time, _id), until)`` of a cursor made by ``encode_cursor``."""
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         data = json.loads(raw)
         moment = datetime.fromtimestamp(int(data["t"]) / 1000, UTC)
         event_id = data["i"]
         made_for = data["o"]
+        until = datetime.fromtimestamp(int(data["u"]) / 1000, UTC) if "u" in data else None
     except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError):
         raise FilterError("cursor", "not a cursor returned by this API") from None
     if not isinstance(event_id, str) or made_for not in ("asc", "desc"):
         raise FilterError("cursor", "not a cursor returned by this API")
     if made_for != order:
         raise FilterError("cursor", f"was made for order={made_for}; keep the same order")
-    return moment, event_id
+    return (moment, event_id), until
 
 
 # ---- MongoDB -------------------------------------------------------------------------------
 
 
 def mongo_filter(q: AuditQuery) -> dict[str, Any]:
-    """One flat document (no ``$and``/``$or``), so every planner picks the field's index.
+    """The filter document: field equalities, ``time < until``, and the exact bounds.
 
-    A cursor adds only a time bound (inclusive); ``page`` drops the ties already shown.
+    ``since`` is ``time > since or time == since``; a cursor is ``time`` past the cursor's
+    or ``time ==`` it with ``_id`` past its id. Both are explicit branches, because a
+    ``$gte`` over a compound index is not exact on every MongoDB-wire server.
     """
     found: dict[str, Any] = {}
-    time_range: dict[str, datetime] = {}
-    if q.since:
-        time_range["$gte"] = q.since
-    if q.until:
-        time_range["$lt"] = q.until
-    if q.after:
-        moment = q.after[0]
-        if q.order == "desc":
-            time_range["$lte"] = moment  # beside "$lt": until, both apply
-        else:
-            time_range["$gte"] = max(moment, q.since) if q.since else moment
-    if time_range:
-        found["time"] = time_range
     for name, values in q.fields.items():
         found[name] = values[0] if len(values) == 1 else {"$in": values}
+    if q.until:
+        found["time"] = {"$lt": q.until}
+    branches: list[dict[str, Any]] = []
+    since = q.since
+    if q.after is not None:
+        moment, event_id = q.after
+        past = "$lt" if q.order == "desc" else "$gt"
+        branches.append(
+            {"$or": [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]}
+        )
+        if q.order == "asc" and since is not None and since <= moment:
+            since = None  # the cursor is the tighter lower bound
+    if since is not None:
+        branches.append({"$or": [{"time": {"$gt": since}}, {"time": since}]})
+    if len(branches) == 1:
+        found |= branches[0]
+    elif branches:
+        found["$and"] = branches
     return found
 
 
@@ -224,33 +303,16 @@ def sort_spec(order: Order) -> list[tuple[str, int]]:
 async def page(
     collection: AsyncCollection, q: AuditQuery
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of events and the cursor of the next page (None on the last).
-
-    The filter bounds ``time`` only (``<=`` or ``>=`` the cursor's time: a plain range every
-    planner serves from the (field, time, _id) index); events at exactly the cursor's time
-    that were already shown are skipped here, so ties are split exactly by ``_id``.
-    """
-    cursor = collection.find(mongo_filter(q), sort=sort_spec(q.order), batch_size=q.limit + 1)
-    docs: list[dict[str, Any]] = []
+    """One page of events and the cursor of the next page (None on the last)."""
+    cursor = collection.find(mongo_filter(q), sort=sort_spec(q.order), limit=q.limit + 1)
     try:
-        async for doc in cursor:
-            if q.after is not None and _already_shown(doc, q.after, q.order):
-                continue
-            docs.append(doc)
-            if len(docs) > q.limit:
-                break
+        docs = await cursor.to_list(q.limit + 1)
     finally:
         await cursor.close()
     more = len(docs) > q.limit
     docs = docs[: q.limit]
-    return docs, encode_cursor(docs[-1], q.order) if more and docs else None
-
-
-def _already_shown(doc: Mapping[str, Any], after: tuple[datetime, str], order: Order) -> bool:
-    moment, event_id = after
-    if doc["time"] != moment:
-        return False
-    return doc["_id"] >= event_id if order == "desc" else doc["_id"] <= event_id
+    snapshot = q.until if q.order == "asc" else None
+    return docs, encode_cursor(docs[-1], q.order, snapshot) if more and docs else None
 
 
 async def stream(
@@ -371,6 +433,23 @@ def csv_header() -> str:
     return out.getvalue()
 
 
+def csv_cell(value: Any) -> str:
+    """One CSV cell: booleans as true/false (as in JSON), lists space-separated, objects as
+    JSON, and a leading ' where a spreadsheet would run the text as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        value = " ".join(csv_cell(v) for v in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    if text[:1] in ALWAYS_FORMULA or SIGN_FORMULA.match(text):
+        return "'" + text
+    return text
+
+
 def csv_rows(docs: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -379,12 +458,6 @@ def csv_rows(docs: list[dict[str, Any]]) -> str:
         row = []
         for column in CSV_COLUMNS:
             value = plain.get(column)
-            if isinstance(value, list):
-                value = " ".join(str(v) for v in value)
-            elif isinstance(value, dict):
-                value = json.dumps(value, separators=(",", ":"))
-            if isinstance(value, str) and value[:1] in FORMULA_START:
-                value = "'" + value  # a spreadsheet must not run a user agent as a formula
-            row.append("" if value is None else value)
+            row.append(csv_cell(value))
         writer.writerow(row)
     return out.getvalue()
