@@ -217,6 +217,10 @@ async def test_exports_stream_every_matching_event(admin_gw: GatewayUnderTest, f
         ({"format": "xml"}, "format"),
         ({"colour": "red"}, "colour"),
         ({"room": ""}, "room"),
+        ({"event": "token_mintd"}, "event"),
+        ({"event": "token_minted,login_faild"}, "event"),
+        ({"idp": "crop"}, "idp"),
+        ({"until": "999999d"}, "until"),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else v,
 )
@@ -288,3 +292,106 @@ async def test_every_admin_request_is_audited(admin_gw: GatewayUnderTest) -> Non
     assert events[0]["query"] == {"room": "retro", "limit": "3"} and events[0]["count"] == 3
     assert events[2]["reason"] == "bad_request"
     assert TOKEN not in json.dumps(events, default=str)
+
+
+# ---- issue 15 ------------------------------------------------------------------------------
+
+
+async def test_oldest_first_paging_ends_while_events_keep_arriving(
+    admin_gw: GatewayUnderTest,
+) -> None:
+    """The snapshot: events stored after the first page are not part of this paging."""
+    collection = admin_gw.store.audit.collection
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    arrived: list[str] = []
+    while pages < 50:
+        params = {"limit": "40", "order": "asc", "event": "login_failed,token_minted"}
+        body = (await get(admin_gw, **params, **({"cursor": cursor} if cursor else {}))).json()
+        seen += ids(body["events"])
+        new = list(auditdata.documents(5, admin_gw.gateway.now(), timedelta(0), 5000 + 5 * pages))
+        await collection.insert_many(new)
+        arrived += [d["_id"] for d in new if d["event"] in ("login_failed", "token_minted")]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    expected = [d for d in DATA if d["event"] in ("login_failed", "token_minted")]
+    assert seen == ids(sorted(expected, key=lambda d: (d["time"], d["_id"])))
+    assert arrived and not set(arrived) & set(seen)
+    # a new query sees them
+    again = await get(admin_gw, order="asc", limit="1000", event="login_failed,token_minted")
+    assert set(arrived) <= set(ids(again.json()["events"]))
+
+
+async def test_since_equal_to_an_event_time_under_a_field_filter(
+    admin_gw: GatewayUnderTest,
+) -> None:
+    minted = [d for d in DATA if d["event"] == "token_minted"]
+    for bound in (minted[0]["time"], TIES[3]["time"], max(d["time"] for d in minted)):
+        expected = [d for d in minted if d["time"] >= bound]
+        for order in ("asc", "desc"):
+            params = {"event": "token_minted", "since": bound.isoformat(), "order": order}
+            body = (await get(admin_gw, limit="1000", **params)).json()
+            asc = sorted(expected, key=lambda d: (d["time"], d["_id"]))
+            assert ids(body["events"]) == ids(asc if order == "asc" else asc[::-1])
+
+
+async def test_far_past_bounds_answer_fast(admin_gw: GatewayUnderTest) -> None:
+    for since in ("999999d", "0001-01-01"):
+        response = await get(admin_gw, since=since, limit="1")
+        assert response.status_code == 200, response.text
+        assert len(response.json()["events"]) == 1
+        assert response.elapsed.total_seconds() < 2
+
+
+async def test_an_unencoded_plus_offset_and_a_trailing_slash(admin_gw: GatewayUnderTest) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(
+            # "+" left unencoded: the server sees a space
+            f"{admin_gw.url}/admin/audit/?since=2025-03-01T02:00:00+01:00&order=asc&limit=2",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    first = [d for d in DATA if d["time"] >= auditdata.START + timedelta(hours=1)]
+    assert (
+        ids(response.json()["events"])
+        == ids(sorted(first, key=lambda d: (d["time"], d["_id"])))[:2]
+    )
+    stats = await get(admin_gw, "/admin/audit/stats/")
+    assert stats.status_code == 200
+
+
+async def test_more_pages_are_announced(admin_gw: GatewayUnderTest) -> None:
+    response = await get(admin_gw, limit="5", room="retro")
+    cursor = response.json()["next_cursor"]
+    assert cursor
+    link = response.headers["link"]
+    assert link.endswith('; rel="next"') and f"cursor={cursor}" in link and "room=retro" in link
+    last = await get(admin_gw, limit="1000", room="retro")
+    assert "link" not in last.headers
+
+
+async def test_csv_export_is_readable_in_a_spreadsheet(admin_gw: GatewayUnderTest) -> None:
+    await get(admin_gw, room="retro", limit="2")
+    await admin_gw.store.audit.collection.insert_one(
+        auditdata.AuditLog(None).prepare(  # type: ignore[arg-type]
+            {
+                "event": "flow_started",
+                "outcome": "success",
+                "user_agent": "-curl/8.5",
+                "time": auditdata.START - timedelta(days=2),
+            }
+        )
+    )
+    await admin_gw.store.audit.flush()
+    response = await get(admin_gw, format="csv", since="2025-02-01")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert rows[0]["user_agent"] == "-curl/8.5"
+    verified = {r["email_verified"] for r in rows if r["email_verified"]}
+    assert verified == {"true", "false"}
+    queried = [r for r in rows if r["event"] == "admin_query"]
+    assert queried[0]["admin"] == "ops" and queried[0]["path"] == "/admin/audit"
+    assert json.loads(queried[0]["query"]) == {"room": "retro", "limit": "2"}

@@ -127,9 +127,11 @@ class AdminHandler(GatewayHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
         raise NotImplementedError
 
-    def idp_ids(self) -> tuple[str, ...]:
-        """The configured IdPs: an ``idp`` filter outside them is a typo, answered 400."""
-        return tuple(i.id for i in self.gateway.settings.idps)
+    async def idp_ids(self, params: dict[str, str | None]) -> set[str]:
+        """IdPs an ``idp`` filter may name (configured or in the log); others get a 400."""
+        configured = [i.id for i in self.gateway.settings.idps]
+        collection = self.gateway.store.audit.collection
+        return await aq.known_idps(collection, configured, params.get("idp"))
 
 
 class AuditQueryHandler(AdminHandler):
@@ -141,7 +143,9 @@ class AuditQueryHandler(AdminHandler):
         now = self.gateway.now()
         if fmt == "json":
             max_limit = self.gateway.settings.admin.max_page_size
-            q = aq.parse_query(params, now=now, max_limit=max_limit, idps=self.idp_ids())
+            q = aq.parse_query(
+                params, now=now, max_limit=max_limit, idps=await self.idp_ids(params)
+            )
             docs, cursor = await aq.page(collection, q)
             await self.audit_admin("success", query=self.safe_query(), count=len(docs))
             if cursor:  # the next page, for clients that follow links (RFC 8288)
@@ -151,7 +155,7 @@ class AuditQueryHandler(AdminHandler):
             return
         if "limit" in params or "cursor" in params:
             raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
-        q = aq.parse_query(params, now=now, default_order="asc", idps=self.idp_ids())
+        q = aq.parse_query(params, now=now, default_order="asc", idps=await self.idp_ids(params))
         await self.export(q, fmt)
 
     async def export(self, q: aq.AuditQuery, fmt: str) -> None:
@@ -187,7 +191,7 @@ class AuditStatsHandler(AdminHandler):
         top_raw = params.pop("top", None) or "10"
         if not top_raw.isdigit() or not 1 <= int(top_raw) <= 100:
             raise aq.FilterError("top", "must be a number between 1 and 100")
-        q = aq.parse_query(params, now=self.gateway.now(), idps=self.idp_ids())
+        q = aq.parse_query(params, now=self.gateway.now(), idps=await self.idp_ids(params))
         for name in aq.PAGE_PARAMS:
             if name in params:
                 raise aq.FilterError(name, "stats take filters only")

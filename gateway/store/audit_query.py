@@ -220,6 +220,19 @@ def parse_query(
     return AuditQuery(since, until, fields, order, limit, after)  # type: ignore[arg-type]
 
 
+async def known_idps(
+    collection: AsyncCollection, configured: Collection[str], wanted: str | None
+) -> set[str]:
+    """The IdP ids an ``idp`` filter may name: the configured ones, and (asked only when a
+    wanted value is not configured) every id found in the log, so a retired IdP's history
+    stays searchable while a typo is refused."""
+    known = set(configured)
+    names = {v.strip() for v in (wanted or "").split(",") if v.strip()}
+    if names - known:
+        known |= {str(v) for v in await collection.distinct("idp") if v}
+    return known
+
+
 def snapshot_bound(now: datetime) -> datetime:
     """The exclusive upper bound of an oldest-first query: everything stored up to ``now``."""
     return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(
