@@ -3,15 +3,23 @@
 The same filters as ``/admin/audit`` (validated by the same code), read straight from MongoDB
 with the URI in the settings file (``-c``) or ``--mongodb-uri``. ``tail --follow`` polls by
 ``(time, _id)`` with a short look-back window, because a change stream is not available on
-every MongoDB-compatible server and events replayed from a spool arrive late.
+every MongoDB-compatible server and events replayed from a spool arrive late; the events
+already in that window when it starts count as seen, so only new ones are printed.
+
+Every query, stats, export and tail run is audited like an API request (``admin_query``,
+``admin`` = ``cli:<login name>``, ``path`` = ``cli audit <command>``), so reading the log from
+a shell leaves the same trail as reading it over HTTP. A closed pipe (``| head``) ends the
+command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import hashlib
 import json
+import os
 import secrets
 import sys
 from collections.abc import Callable
@@ -84,16 +92,57 @@ def add_parser(sub: Any) -> None:
 # ---- plumbing ------------------------------------------------------------------------------
 
 
-def _connect(args: argparse.Namespace) -> Store:
+class Session:
+    """The store, the configured IdP ids and what this command asked, for its audit event."""
+
+    def __init__(self, store: Store, idps: tuple[str, ...] | None, command: str) -> None:
+        self.store = store
+        self.idps = idps
+        self.command = command
+        self.query: dict[str, str] = {}
+        self.count: int | None = None
+
+    async def idps_for(self, params: dict[str, str | None]) -> set[str] | None:
+        """IdPs an ``idp`` filter may name (configured or in the log); None: no settings."""
+        if self.idps is None:
+            return None
+        return await aq.known_idps(self.store.audit.collection, self.idps, params.get("idp"))
+
+    async def audit(self, outcome: str, **fields: Any) -> str:
+        """Write this command's ``admin_query`` event; returns its id."""
+        event_id = self.store.audit.new_id(_now())
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):
+            user = str(os.getuid())
+        await self.store.audit.write(
+            {
+                "_id": event_id,
+                "event": "admin_query",
+                "outcome": outcome,
+                "admin": f"cli:{user}"[:64],
+                "path": f"cli audit {self.command}",
+                "query": {k[:64]: str(v)[:256] for k, v in self.query.items()},
+                "count": self.count,
+                **fields,
+            }
+        )
+        return event_id
+
+
+def _connect(args: argparse.Namespace) -> Session:
     from gateway.cli import _load, _settings_path
     from gateway.config import ConfigError, Mongo
 
     path = _settings_path(args)
-    mongo = _load(path).mongodb if path else Mongo()
+    settings = _load(path) if path else None
+    mongo = settings.mongodb if settings else Mongo()
     uri = args.mongodb_uri or mongo.uri
     if not uri:
         raise ConfigError(["mongodb.uri: empty; the CLI needs the running store's URI"])
-    return Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
+    store = Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
+    idps = tuple(i.id for i in settings.idps) if settings else None
+    return Session(store, idps, args.audit_command)
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str | None]:
@@ -101,15 +150,23 @@ def _filters(args: argparse.Namespace) -> dict[str, str | None]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _run(args: argparse.Namespace, body: Callable[[Store], Any], *, bounded: bool = True) -> int:
+def _run(args: argparse.Namespace, body: Callable[[Session], Any], *, bounded: bool = True) -> int:
     async def main() -> int:
-        store = _connect(args)
+        session = _connect(args)
+        session.query = {k: v for k, v in vars(args).items() if k in aq.FILTER_PARAMS and v}
         try:
             # one deadline for the whole command, not mongodb.timeout_seconds per socket read
             with pymongo.timeout(args.timeout if bounded else None):
-                await body(store)
+                await body(session)
+            await session.audit("success")
+        except aq.FilterError as exc:
+            await session.audit("failure", reason="bad_request", detail=str(exc))
+            raise
+        except BrokenPipeError:
+            await session.audit("success", detail="output closed early")
+            raise
         finally:
-            await store.close()
+            await session.store.close()
         return 0
 
     try:
@@ -120,6 +177,16 @@ def _run(args: argparse.Namespace, body: Callable[[Store], Any], *, bounded: boo
     except PyMongoError as exc:
         print(f"error: MongoDB: {type(exc).__name__}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (``| head``): drop what is buffered instead of a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _now() -> datetime:
@@ -146,9 +213,11 @@ def _table_row(doc: dict[str, Any], out: TextIO) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     params = _filters(args) | {"limit": args.limit, "order": args.order, "cursor": args.cursor}
 
-    async def body(store: Store) -> None:
-        q = aq.parse_query(params, now=_now(), max_limit=10000)
-        docs, cursor = await aq.page(store.audit.collection, q)
+    async def body(session: Session) -> None:
+        idps = await session.idps_for(params)
+        q = aq.parse_query(params, now=_now(), max_limit=10000, idps=idps)
+        docs, cursor = await aq.page(session.store.audit.collection, q)
+        session.count = len(docs)
         out = sys.stdout
         if args.format == "json":
             body = {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor}
@@ -159,18 +228,20 @@ def cmd_query(args: argparse.Namespace) -> int:
             _table_header(out)
             for doc in docs:
                 _table_row(doc, out)
-            if cursor:
-                print(f"-- more: --cursor {cursor}", file=sys.stderr)
+        out.flush()
+        if cursor:  # on stderr: the output itself stays one clean table, CSV or JSON
+            print(f"-- more: --cursor {cursor}", file=sys.stderr)
 
     return _run(args, body)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    async def body(store: Store) -> None:
+    async def body(session: Session) -> None:
         if not 1 <= args.top <= 100:
             raise aq.FilterError("top", "must be between 1 and 100")
-        q = aq.parse_query(_filters(args), now=_now())
-        result = await aq.stats(store.audit.collection, q, args.bucket, args.top)
+        params = _filters(args)
+        q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
+        result = await aq.stats(session.store.audit.collection, q, args.bucket, args.top)
         if args.format == "json":
             print(json.dumps(result, indent=2))
             return
@@ -194,13 +265,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     def run_to(out: TextIO) -> int:
-        async def body(store: Store) -> None:
-            q = aq.parse_query(_filters(args) | {"order": args.order}, now=_now())
+        async def body(session: Session) -> None:
+            params = _filters(args) | {"order": args.order}
+            q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
             if args.format == "csv":
                 out.write(aq.csv_header())
-            async for chunk in aq.stream(store.audit.collection, q):
+            session.count = 0
+            async for chunk in aq.stream(session.store.audit.collection, q):
                 ndjson = args.format == "ndjson"
                 out.write(aq.ndjson_lines(chunk) if ndjson else aq.csv_rows(chunk))
+                session.count += len(chunk)
             out.flush()
 
         return _run(args, body)
@@ -221,29 +295,47 @@ def cmd_tail(args: argparse.Namespace) -> int:
             _table_row(doc, sys.stdout)
         sys.stdout.flush()
 
-    async def body(store: Store) -> None:
-        filters = _filters(args)
-        q = aq.parse_query(filters | {"limit": str(args.lines)}, now=_now(), max_limit=10000)
+    async def window(
+        session: Session, filters: dict[str, str | None], since: datetime, until: datetime
+    ) -> Any:
+        bounds = {"since": aq.iso(since), "until": aq.iso(until), "order": "asc"}
+        poll = aq.parse_query(filters | bounds, now=_now())
         with pymongo.timeout(args.timeout):
-            docs, _ = await aq.page(store.audit.collection, q)
+            async for chunk in aq.stream(session.store.audit.collection, poll, 500):
+                for doc in chunk:
+                    yield doc
+
+    async def body(session: Session) -> None:
+        filters = _filters(args)
+        params = filters | {"limit": str(args.lines)}
+        idps = await session.idps_for(params)
+        q = aq.parse_query(params, now=_now(), max_limit=10000, idps=idps)
+        with pymongo.timeout(args.timeout):
+            docs, _ = await aq.page(session.store.audit.collection, q)
+        session.count = len(docs)
         if args.format == "table":
             _table_header(sys.stdout)
         for doc in reversed(docs):
             show(doc)
-        seen = {d["_id"]: d["time"] for d in docs}
+        if not args.follow:
+            return
         newest = docs[0]["time"] if docs else _now()
+        # the look-back window up to the last line shown is history, not news: never printed
+        upto = newest + timedelta(milliseconds=1)
+        history = window(session, filters, newest - lookback, upto)
+        seen = {d["_id"]: d["time"] async for d in history}
+        seen |= {d["_id"]: d["time"] for d in docs}
+        # a follow runs until stopped: audited now, and its own event is not news
+        seen[await session.audit("success")] = _now()
         while args.follow:
             await asyncio.sleep(args.interval)
-            since = aq.iso(newest - lookback)
-            poll = aq.parse_query(filters | {"since": since, "order": "asc"}, now=_now())
-            with pymongo.timeout(args.timeout):
-                async for chunk in aq.stream(store.audit.collection, poll, 500):
-                    for doc in chunk:
-                        if doc["_id"] in seen:
-                            continue
-                        seen[doc["_id"]] = doc["time"]
-                        newest = max(newest, doc["time"])
-                        show(doc)
+            far = _now() + timedelta(days=1)  # events stamped by a clock slightly ahead
+            async for doc in window(session, filters, newest - lookback, far):
+                if doc["_id"] in seen:
+                    continue
+                seen[doc["_id"]] = doc["time"]
+                newest = max(newest, doc["time"])
+                show(doc)
             horizon = newest - lookback
             seen = {k: t for k, t in seen.items() if t >= horizon}
 
