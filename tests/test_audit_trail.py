@@ -189,3 +189,15 @@ async def test_store_unavailable_is_audited_through_the_spool_within_a_bound(
             ("login_failed", "store_unavailable", "first"),
             ("login_failed", "store_unavailable", "second"),
         ]
+
+
+async def test_events_carry_the_display_name_and_link_the_flow(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    await gw.sign_in(browser, op, room="standup")
+    docs = await events(gw)
+    started, login, minted = docs
+    assert login["name"] == minted["name"] == "Alice Example"
+    # one browser flow: the start (before any ID token) and the login share flow_hash
+    assert re.fullmatch(r"[0-9a-f]{32}", started["flow_hash"])
+    assert started["flow_hash"] == login["flow_hash"]

@@ -39,7 +39,17 @@ from gateway.store.audit import EVENTS, OUTCOMES
 Order = Literal["asc", "desc"]
 
 LIST_FIELDS = ("event", "outcome", "idp", "reason")  # comma-separated values allowed
-EXACT_FIELDS = ("subject", "username", "email", "room", "tenant", "client_ip", "request_id")
+EXACT_FIELDS = (
+    "subject",
+    "username",
+    "email",
+    "room",
+    "tenant",
+    "client_ip",
+    "request_id",
+    "session_hash",
+    "flow_hash",
+)
 FILTER_PARAMS = ("since", "until", *LIST_FIELDS, *EXACT_FIELDS)
 PAGE_PARAMS = ("limit", "order", "cursor")
 RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
@@ -67,6 +77,7 @@ CSV_COLUMNS = (
     "username",
     "email",
     "email_verified",
+    "name",
     "groups",
     "room",
     "tenant",
@@ -77,6 +88,7 @@ CSV_COLUMNS = (
     "user_agent",
     "request_id",
     "session_hash",
+    "flow_hash",
     "jti",
     "token_expires_at",
     "detail",
