@@ -11,7 +11,7 @@ import tornado.web
 
 from gateway.config import Settings
 from gateway.context import Gateway
-from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
+from gateway.handlers.admin import AuditPeopleHandler, AuditQueryHandler, AuditStatsHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
@@ -59,6 +59,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/metrics", MetricsHandler, deps),
         (r"/admin/audit/?", AuditQueryHandler, deps),
         (r"/admin/audit/stats/?", AuditStatsHandler, deps),
+        (r"/admin/audit/people/?", AuditPeopleHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

@@ -8,12 +8,13 @@ import io
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from gateway.store import audit_query as aq
 from tests.support import auditdata
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
@@ -395,3 +396,67 @@ async def test_csv_export_is_readable_in_a_spreadsheet(admin_gw: GatewayUnderTes
     queried = [r for r in rows if r["event"] == "admin_query"]
     assert queried[0]["admin"] == "ops" and queried[0]["path"] == "/admin/audit"
     assert json.loads(queried[0]["query"]) == {"room": "retro", "limit": "2"}
+
+
+async def test_people_for_a_room_and_a_day(admin_gw: GatewayUnderTest) -> None:
+    """Who joined room X that day: names, e-mails, IdP, first and last seen, in one call."""
+    day, next_day = "2025-03-01", "2025-03-02"
+    response = await get(
+        admin_gw,
+        "/admin/audit/people",
+        room="sales",
+        since=day,
+        until=next_day,
+        event="token_minted",
+        tz="Europe/Berlin",
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    lo = datetime(2025, 3, 1, tzinfo=berlin)
+    hi = datetime(2025, 3, 2, tzinfo=berlin)
+    joined = [
+        d
+        for d in DATA
+        if d["room"] == "sales" and d["event"] == "token_minted" and lo <= d["time"] < hi
+    ]
+    persons = {(d["idp"], d["subject"]) for d in joined}
+    assert joined and body["count"] == len(persons)
+    first = body["people"][0]
+    mine = sorted(
+        (d for d in joined if d["subject"] == first["subject"] and d["idp"] == first["idp"]),
+        key=lambda d: d["time"],
+    )
+    assert first["name"] == mine[0]["name"] and first["email"] == mine[0]["email"]
+    assert first["first_seen"] == aq.iso(mine[0]["time"], berlin)
+    assert first["last_seen"] == aq.iso(mine[-1]["time"], berlin)
+    assert first["first_seen"].endswith("+01:00")
+    assert first["events"] == len(mine)
+
+
+async def test_stats_per_idp_per_day_without_admin_queries(admin_gw: GatewayUnderTest) -> None:
+    await get(admin_gw, limit="1")  # an admin_query event, to be left out
+    await admin_gw.store.audit.flush()
+    body = (
+        await get(admin_gw, "/admin/audit/stats", by="idp,day", exclude_event="admin_query")
+    ).json()
+    cells = Counter((d["idp"], d["time"].strftime("%Y-%m-%d")) for d in DATA)
+    assert body["grid"] == [
+        {"idp": idp, "day": day, "count": n} for (idp, day), n in sorted(cells.items())
+    ]
+    assert body["total"] == len(DATA)
+    reasons = (
+        await get(admin_gw, "/admin/audit/stats", by="reason,outcome", exclude_event="admin_query")
+    ).json()["grid"]
+    expected = Counter((d.get("reason"), d["outcome"]) for d in DATA)
+    assert {(r["reason"], r["outcome"]): r["count"] for r in reasons} == dict(expected)
+
+
+async def test_times_in_a_time_zone(admin_gw: GatewayUnderTest) -> None:
+    body = (await get(admin_gw, tz="Europe/Berlin", order="asc", limit="1")).json()
+    assert body["events"][0]["time"].endswith("+01:00")
+    assert body["events"][0]["_id"] == ids(sorted(DATA, key=lambda d: (d["time"], d["_id"])))[0]
+    bad = await get(admin_gw, tz="Nowhere/Land")
+    assert bad.status_code == 400 and bad.json()["parameter"] == "tz"

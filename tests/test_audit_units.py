@@ -14,6 +14,7 @@ from gateway.store import audit_query as aq
 
 PROXIES = [ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"), ip_network("fd00::/8")]
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +76,7 @@ def test_query_becomes_an_indexed_mongo_filter() -> None:
     )
     since = NOW - timedelta(hours=1)
     assert aq.mongo_filter(q) == {
-        "$or": [{"time": {"$gt": since}}, {"time": since}],
+        "time": {"$gt": since - MS},  # BSON dates are whole ms: exactly time >= since
         "event": {"$in": ["login_failed", "room_refused"]},
         "email": "bob@example.org",
     }
@@ -97,7 +98,7 @@ def test_cursor_round_trip_and_tampering() -> None:
     )
     # the cursor is past since: only the keyset bound remains (and the snapshot bound)
     assert aq.mongo_filter(asc) == {
-        "time": {"$lt": NOW + timedelta(milliseconds=1)},
+        "time": {"$lt": NOW + MS, "$gt": doc["time"] - MS},
         "$or": [{"time": {"$gt": doc["time"]}}, {"time": doc["time"], "_id": {"$gt": "abc"}}],
     }
     for bad in ("", "!!!", cursor[:-3], "eyJ0IjoxfQ"):
@@ -160,14 +161,16 @@ def test_cursor_is_a_keyset_with_an_explicit_tie_branch() -> None:
     doc = {"time": datetime(2025, 1, 1, 0, 0, 0, 123000, tzinfo=UTC), "_id": "abc"}
     desc = aq.parse_query({"cursor": aq.encode_cursor(doc, "desc")}, now=NOW)
     assert aq.mongo_filter(desc) == {
-        "$or": [{"time": {"$lt": doc["time"]}}, {"time": doc["time"], "_id": {"$lt": "abc"}}]
+        "time": {"$lt": doc["time"] + MS},  # a strict range for the index
+        "$or": [{"time": {"$lt": doc["time"]}}, {"time": doc["time"], "_id": {"$lt": "abc"}}],
     }
-    since = datetime(2024, 12, 31, tzinfo=UTC)
+    since = datetime(2024, 12, 31, 0, 0, 0, 500, tzinfo=UTC)  # sub-millisecond
     desc_since = aq.parse_query(
         {"cursor": aq.encode_cursor(doc, "desc"), "since": since.isoformat()}, now=NOW
     )
-    assert aq.mongo_filter(desc_since)["$and"][1] == {
-        "$or": [{"time": {"$gt": since}}, {"time": since}]
+    assert aq.mongo_filter(desc_since)["time"] == {
+        "$lt": doc["time"] + MS,
+        "$gt": datetime(2024, 12, 31, 0, 0, 0, 0, tzinfo=UTC),  # > 0 ms: from 1 ms on
     }
 
 
@@ -253,3 +256,38 @@ def test_csv_keeps_who_queried_what() -> None:
         '{"event":"login_failed"}',
     )
     assert row["email_verified"] == "true"
+
+
+def test_today_yesterday_and_time_zones() -> None:
+    late = datetime(2025, 6, 1, 23, 30, tzinfo=UTC)  # already 2 June in Berlin
+    assert aq.parse_time("since", "today", late) == datetime(2025, 6, 1, tzinfo=UTC)
+    berlin = aq.parse_tz("Europe/Berlin")
+    assert aq.parse_time("since", "today", late, berlin) == datetime(2025, 6, 1, 22, tzinfo=UTC)
+    assert aq.parse_time("since", "yesterday", late, berlin) == datetime(
+        2025, 5, 31, 22, tzinfo=UTC
+    )
+    q = aq.parse_query({"since": "2025-06-01T10:00", "tz": "Europe/Berlin"}, now=late)
+    assert q.since == datetime(2025, 6, 1, 8, tzinfo=UTC)  # naive input is Berlin time
+    assert aq.iso(q.since, q.tz) == "2025-06-01T10:00:00.000+02:00"
+    assert aq.iso(q.since) == "2025-06-01T08:00:00.000Z"
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query({"tz": "Mars/Olympus"}, now=late)
+    assert err.value.parameter == "tz"
+
+
+def test_excluding_event_types() -> None:
+    q = aq.parse_query({"exclude_event": "admin_query,flow_started"}, now=NOW)
+    assert aq.mongo_filter(q) == {"event": {"$nin": ["admin_query", "flow_started"]}}
+    both = aq.parse_query({"exclude_event": "admin_query", "event": "login_failed"}, now=NOW)
+    assert aq.mongo_filter(both) == {"event": {"$nin": ["admin_query"], "$in": ["login_failed"]}}
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query({"exclude_event": "admin_qury"}, now=NOW)
+    assert err.value.parameter == "exclude_event"
+
+
+@pytest.mark.parametrize("bad", ["idp,idp", "idp,room,day", "day,hour", "colour", ""])
+def test_two_dimensional_stats_names(bad: str) -> None:
+    assert aq.parse_by("idp,day") == ("idp", "day")
+    if bad:
+        with pytest.raises(aq.FilterError):
+            aq.parse_by(bad)

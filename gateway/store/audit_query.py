@@ -27,8 +27,9 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -50,7 +51,9 @@ EXACT_FIELDS = (
     "session_hash",
     "flow_hash",
 )
-FILTER_PARAMS = ("since", "until", *LIST_FIELDS, *EXACT_FIELDS)
+EXCLUDE_FIELDS = ("exclude_event",)  # event types left out (e.g. the admins' own queries)
+FILTER_PARAMS = ("since", "until", "tz", *LIST_FIELDS, *EXACT_FIELDS, *EXCLUDE_FIELDS)
+DAY_WORDS = ("today", "yesterday")
 PAGE_PARAMS = ("limit", "order", "cursor")
 RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -117,17 +120,34 @@ class AuditQuery:
     order: Order = "desc"
     limit: int = 100
     after: tuple[datetime, str] | None = None  # decoded cursor
+    exclude_events: tuple[str, ...] = ()
+    tz: tzinfo = UTC  # reads naive times and today/yesterday; writes output times
 
 
 # ---- parsing -------------------------------------------------------------------------------
 
 
-def parse_time(name: str, value: str, now: datetime) -> datetime:
-    """ISO 8601 (naive means UTC) or a duration back from now: ``30m``, ``24h``, ``7d``.
+def parse_tz(value: str | None) -> tzinfo:
+    """An IANA time zone name (``Europe/Berlin``) or ``UTC``, for input and output times."""
+    if not value or value.strip().upper() in ("UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FilterError("tz", f"{value!r} is not an IANA time zone like Europe/Berlin") from None
+
+
+def parse_time(name: str, value: str, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """ISO 8601 (naive means in ``tz``, UTC by default), ``today``/``yesterday`` (midnight
+    in ``tz``) or a duration back from now: ``30m``, ``24h``, ``7d``.
 
     Times before 1970 come back as ``EPOCH`` (the caller drops such a ``since``).
     """
     text = value.strip()
+    if text.lower() in DAY_WORDS:
+        local = now.astimezone(tz)
+        day = local.date() - timedelta(days=DAY_WORDS.index(text.lower()))
+        return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
     match = RELATIVE.fullmatch(text)
     if match:
         try:
@@ -139,11 +159,11 @@ def parse_time(name: str, value: str, now: datetime) -> datetime:
         text = f"{spaced.group(1)}+{spaced.group(2)}"
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        parsed = (parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed).astimezone(UTC)
     except (ValueError, OverflowError):
         raise FilterError(
             name,
-            "not an ISO 8601 time or a duration like 30m, 24h, 7d"
+            "not an ISO 8601 time, today, yesterday or a duration like 30m, 24h, 7d"
             " (write a + in an offset as %2B in a URL)",
         ) from None
     return max(parsed, EPOCH)
@@ -191,8 +211,9 @@ def parse_query(
         if name not in known:
             raise FilterError(name, "unknown parameter")
     values = {k: v for k, v in params.items() if v is not None}
-    since = parse_time("since", values["since"], now) if "since" in values else None
-    until = parse_time("until", values["until"], now) if "until" in values else None
+    tz = parse_tz(values.get("tz"))
+    since = parse_time("since", values["since"], now, tz) if "since" in values else None
+    until = parse_time("until", values["until"], now, tz) if "until" in values else None
     if until is not None and until <= EPOCH:
         raise FilterError("until", "is before 1970: no event is that old")
     if since is not None and since <= EPOCH:
@@ -206,6 +227,12 @@ def parse_query(
     for name in EXACT_FIELDS:
         if name in values:
             fields[name] = [_check_value(name, values[name])]
+    excluded: tuple[str, ...] = ()
+    if "exclude_event" in values:
+        try:
+            excluded = tuple(_check_value("event", v) for v in values["exclude_event"].split(","))
+        except FilterError as exc:
+            raise FilterError("exclude_event", exc.message) from None
     if idps is not None:
         for value in fields.get("idp", []):
             if value not in idps:
@@ -229,7 +256,7 @@ def parse_query(
             until = snapshot
     elif order == "asc" and until is None:
         until = snapshot_bound(now)
-    return AuditQuery(since, until, fields, order, limit, after)  # type: ignore[arg-type]
+    return AuditQuery(since, until, fields, order, limit, after, excluded, tz)  # type: ignore[arg-type]
 
 
 async def known_idps(
@@ -289,34 +316,51 @@ def decode_cursor(value: str, order: Order) -> tuple[tuple[datetime, str], datet
 # ---- MongoDB -------------------------------------------------------------------------------
 
 
-def mongo_filter(q: AuditQuery) -> dict[str, Any]:
-    """The filter document: field equalities, ``time < until``, and the exact bounds.
+MS = timedelta(milliseconds=1)
 
-    ``since`` is ``time > since or time == since``; a cursor is ``time`` past the cursor's
-    or ``time ==`` it with ``_id`` past its id. Both are explicit branches, because a
-    ``$gte`` over a compound index is not exact on every MongoDB-wire server.
+
+def _ceil_ms(moment: datetime) -> datetime:
+    """Up to the next whole millisecond: BSON dates have no finer precision."""
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return floor if floor == moment else floor + MS
+
+
+def mongo_filter(q: AuditQuery) -> dict[str, Any]:
+    """The filter document: field equalities and only strict ``time`` bounds.
+
+    BSON dates are whole milliseconds, so ``time >= since`` is written ``time > since - 1 ms``
+    (exact, and still one flat range every planner serves from the (field, time, _id)
+    index). A cursor adds the same kind of strict range plus the keyset with the tie as an
+    explicit equality branch: ``time`` past the cursor's, or ``time ==`` it and ``_id`` past
+    its id. Nothing relies on ``$gte``/``$lte`` being exact: some MongoDB-wire servers drop
+    values equal to such a bound when they scan a compound index.
     """
     found: dict[str, Any] = {}
     for name, values in q.fields.items():
         found[name] = values[0] if len(values) == 1 else {"$in": values}
+    if q.exclude_events:
+        wanted = found.get("event")
+        found["event"] = {"$nin": list(q.exclude_events)}
+        if isinstance(wanted, str):
+            found["event"]["$in"] = [wanted]
+        elif wanted:
+            found["event"] |= wanted
+    time_range: dict[str, datetime] = {}
     if q.until:
-        found["time"] = {"$lt": q.until}
-    branches: list[dict[str, Any]] = []
-    since = q.since
+        time_range["$lt"] = _ceil_ms(q.until)
+    if q.since:
+        time_range["$gt"] = _ceil_ms(q.since) - MS
     if q.after is not None:
         moment, event_id = q.after
-        past = "$lt" if q.order == "desc" else "$gt"
-        branches.append(
-            {"$or": [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]}
-        )
-        if q.order == "asc" and since is not None and since <= moment:
-            since = None  # the cursor is the tighter lower bound
-    if since is not None:
-        branches.append({"$or": [{"time": {"$gt": since}}, {"time": since}]})
-    if len(branches) == 1:
-        found |= branches[0]
-    elif branches:
-        found["$and"] = branches
+        if q.order == "desc":
+            time_range["$lt"] = min(moment + MS, time_range.get("$lt", moment + MS))
+            past = "$lt"
+        else:
+            time_range["$gt"] = max(moment - MS, time_range.get("$gt", moment - MS))
+            past = "$gt"
+        found["$or"] = [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]
+    if time_range:
+        found["time"] = time_range
     return found
 
 
@@ -365,8 +409,35 @@ async def _aggregate(collection: AsyncCollection, pipeline: list[dict[str, Any]]
     return await (await collection.aggregate(pipeline)).to_list(None)
 
 
+GRID_FIELDS = ("idp", "event", "outcome", "reason", "room")
+
+
+def parse_by(value: str | None) -> tuple[str, ...]:
+    """``by=idp,day``: one or two of the grid fields and the time bucket (``day``/``hour``)."""
+    if not value:
+        return ()
+    names = tuple(v.strip() for v in value.split(","))
+    allowed = (*GRID_FIELDS, *BUCKETS)
+    for name in names:
+        if name not in allowed:
+            raise FilterError("by", f"{name!r} is not one of {', '.join(allowed)}")
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names):
+        raise FilterError("by", "names one or two different dimensions")
+    if all(n in BUCKETS for n in names):
+        raise FilterError("by", "day and hour together: pick one")
+    return names
+
+
+def _zone_name(tz: tzinfo) -> str:
+    return "UTC" if tz is UTC else str(getattr(tz, "key", "UTC"))
+
+
 async def stats(
-    collection: AsyncCollection, q: AuditQuery, bucket: str = "day", top: int = 10
+    collection: AsyncCollection,
+    q: AuditQuery,
+    bucket: str = "day",
+    top: int = 10,
+    by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Counts per time bucket, IdP, outcome and event; top failure reasons and rooms;
     distinct users ((idp, subject) pairs). One pipeline: the range is read once, then
@@ -382,8 +453,13 @@ async def stats(
             {"$limit": top},
         ]
 
-    date = {"$dateToString": {"format": BUCKETS[bucket], "date": "$time"}}
-    facets = {
+    def date_of(size: str) -> dict[str, Any]:
+        # buckets in the query's time zone: "today" in Berlin is one Berlin day
+        fmt = BUCKETS[size].replace("Z", "") if q.tz is not UTC else BUCKETS[size]
+        return {"$dateToString": {"format": fmt, "date": "$time", "timezone": _zone_name(q.tz)}}
+
+    date = date_of(bucket)
+    facets: dict[str, Any] = {
         "buckets": [{"$group": {"_id": date, "n": one}}, {"$sort": {"_id": 1}}],
         "idp": [{"$group": {"_id": "$idp", "n": one}}],
         "outcome": [{"$group": {"_id": "$outcome", "n": one}}],
@@ -396,6 +472,9 @@ async def stats(
             {"$count": "n"},
         ],
     }
+    if by:
+        key = {n: date_of(n) if n in BUCKETS else f"${n}" for n in by}
+        facets["grid"] = [{"$group": {"_id": key, "n": one}}, {"$sort": {"_id": 1}}]
     fields = ("time", "idp", "outcome", "event", "reason", "room", "subject")
     pipeline = [
         {"$match": mongo_filter(q)},
@@ -409,9 +488,16 @@ async def stats(
         return {str(r["_id"]) if r["_id"] is not None else "(none)": r["n"] for r in rows}
 
     outcomes = as_map(results["outcome"])
+    grid = [
+        {**{n: (r["_id"] or {}).get(n) for n in by}, "count": r["n"]}
+        for r in results.get("grid", [])
+    ]
+    grid.sort(key=lambda r: tuple(str(r[n] or "") for n in by))
     return {
-        "since": iso(q.since),
-        "until": iso(q.until),
+        "since": iso(q.since, q.tz),
+        "until": iso(q.until, q.tz),
+        "tz": _zone_name(q.tz),
+        **({"by": list(by), "grid": grid} if by else {}),
         "bucket": bucket,
         "total": sum(outcomes.values()),
         "per_bucket": [{"time": r["_id"], "count": r["n"]} for r in results["buckets"]],
@@ -424,21 +510,69 @@ async def stats(
     }
 
 
+async def people(collection: AsyncCollection, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
+    """Distinct persons ((idp, subject)) among the matching events: name, e-mail, username,
+    first and last seen, and how many events; first seen first."""
+    match = mongo_filter(q)
+    match.setdefault("subject", {"$exists": True})
+    pipeline = [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": {"idp": "$idp", "subject": "$subject"},
+                "name": {"$max": "$name"},
+                "email": {"$max": "$email"},
+                "username": {"$max": "$username"},
+                "first_seen": {"$min": "$time"},
+                "last_seen": {"$max": "$time"},
+                "events": {"$sum": 1},
+            }
+        },
+        {"$sort": {"first_seen": 1}},
+        {"$limit": limit + 1},
+    ]
+    rows = await _aggregate(collection, pipeline)
+    persons = [
+        {
+            "idp": r["_id"].get("idp"),
+            "subject": r["_id"].get("subject"),
+            "name": r.get("name"),
+            "email": r.get("email"),
+            "username": r.get("username"),
+            "first_seen": iso(r["first_seen"], q.tz),
+            "last_seen": iso(r["last_seen"], q.tz),
+            "events": r["events"],
+        }
+        for r in rows[:limit]
+    ]
+    return {
+        "since": iso(q.since, q.tz),
+        "until": iso(q.until, q.tz),
+        "count": len(persons),
+        "truncated": len(rows) > limit,
+        "people": persons,
+    }
+
+
 # ---- output --------------------------------------------------------------------------------
 
 
-def iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None, tz: tzinfo = UTC) -> str | None:
+    """ISO 8601 with milliseconds: ``...Z`` in UTC, ``...+01:00`` in another zone."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.astimezone(tz).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if tz is UTC else text
 
 
-def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """An event as plain JSON: datetimes as ISO 8601 UTC strings."""
+def to_json(doc: Mapping[str, Any], tz: tzinfo = UTC) -> dict[str, Any]:
+    """An event as plain JSON: datetimes as ISO 8601 strings (UTC unless ``tz``)."""
 
     def convert(value: Any) -> Any:
         if isinstance(value, datetime):
-            return iso(value)
+            return iso(value, tz)
         if isinstance(value, Mapping):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -448,8 +582,8 @@ def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: convert(v) for k, v in doc.items()}
 
 
-def ndjson_lines(docs: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(to_json(d), separators=(",", ":")) + "\n" for d in docs)
+def ndjson_lines(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
+    return "".join(json.dumps(to_json(d, tz), separators=(",", ":")) + "\n" for d in docs)
 
 
 def csv_header() -> str:
@@ -475,11 +609,11 @@ def csv_cell(value: Any) -> str:
     return text
 
 
-def csv_rows(docs: list[dict[str, Any]]) -> str:
+def csv_rows(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     for doc in docs:
-        plain = to_json(doc)
+        plain = to_json(doc, tz)
         row = []
         for column in CSV_COLUMNS:
             value = plain.get(column)
