@@ -42,6 +42,23 @@ TABLE = (
     ("client_ip", 15),
     ("reason", 20),
 )
+# more columns on demand (--columns), with their widths in the table
+EXTRA_COLUMNS = {
+    "name": 24,
+    "email": 28,
+    "rule": 20,
+    "detail": 40,
+    "subject": 24,
+    "username": 16,
+    "tenant": 12,
+    "session_hash": 32,
+    "flow_hash": 32,
+    "request_id": 32,
+    "user_agent": 30,
+    "admin": 12,
+    "jti": 24,
+}
+WIDTHS = dict(TABLE) | EXTRA_COLUMNS
 
 
 def add_parser(sub: Any) -> None:
@@ -57,8 +74,14 @@ def add_parser(sub: Any) -> None:
         p.add_argument(
             "--timeout", type=float, default=600, help="seconds the command (a tail poll) may take"
         )
-        p.add_argument("--since", help="ISO 8601 time or a duration back from now (24h, 7d)")
-        p.add_argument("--until", help="ISO 8601 time or a duration back from now")
+        p.add_argument(
+            "--since", help="ISO 8601 time, today, yesterday or a duration back (24h, 7d)"
+        )
+        p.add_argument("--until", help="ISO 8601 time, today, yesterday or a duration")
+        p.add_argument(
+            "--tz", help="time zone for naive input times, today/yesterday and output (UTC)"
+        )
+        p.add_argument("--exclude-event", dest="exclude_event", help="event types to leave out")
         for name_ in aq.LIST_FIELDS:
             p.add_argument(f"--{name_}", help="one value or several, comma-separated")
         for name_ in aq.EXACT_FIELDS:
@@ -71,9 +94,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--order", choices=("asc", "desc"), default="desc")
     p.add_argument("--cursor", help="next_cursor of the previous page")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    table_options(p)
+    p = common("people", "distinct persons for the filters, first and last seen", cmd_people)
+    p.add_argument("--format", choices=("table", "json"), default="table")
     p = common("stats", "counts per day/hour, IdP, outcome; top reasons and rooms", cmd_stats)
     p.add_argument("--bucket", choices=tuple(aq.BUCKETS), default="day")
     p.add_argument("--top", type=int, default=10)
+    p.add_argument(
+        "--by", help="a two-way count: two of idp, event, outcome, reason, room, day, hour"
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p = common("export", "every matching event, oldest first (constant memory)", cmd_export)
     p.add_argument("--order", choices=("asc", "desc"), default="asc")
@@ -84,9 +113,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    table_options(p)
     p = audit_sub.add_parser("new-token", help="a random admin token and its SHA-256 for settings")
     p.add_argument("--name", default="ops", help="the token's name in admin.tokens")
     p.set_defaults(func=cmd_new_token)
+
+
+def table_options(p: Any) -> None:
+    p.add_argument(
+        "--columns",
+        help=f"columns of the table, comma-separated; +name,email adds to the default ones"
+        f" (any of {', '.join(WIDTHS)})",
+    )
+    p.add_argument("--wide", action="store_true", help="never cut a value short")
 
 
 # ---- plumbing ------------------------------------------------------------------------------
@@ -146,7 +185,7 @@ def _connect(args: argparse.Namespace) -> Session:
 
 
 def _filters(args: argparse.Namespace) -> dict[str, str | None]:
-    names = ("since", "until", *aq.LIST_FIELDS, *aq.EXACT_FIELDS)
+    names = aq.FILTER_PARAMS
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -193,18 +232,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _table_header(out: TextIO) -> None:
-    out.write("  ".join(name.upper().ljust(width) for name, width in TABLE).rstrip() + "\n")
+class Table:
+    """The CLI's event table: default columns, ``--columns`` and ``--wide``."""
 
+    def __init__(self, args: argparse.Namespace) -> None:
+        spec = getattr(args, "columns", None) or ""
+        names = [c.strip() for c in spec.lstrip("+").split(",") if c.strip()]
+        for name in names:
+            if name not in WIDTHS:
+                raise aq.FilterError("columns", f"{name!r} is not one of {', '.join(WIDTHS)}")
+        if not spec or spec.startswith("+"):
+            names = [n for n, _ in TABLE] + [n for n in names if n not in dict(TABLE)]
+        self.columns = [(n, WIDTHS[n]) for n in names]
+        self.wide = bool(getattr(args, "wide", False))
+        self.tz = aq.parse_tz(getattr(args, "tz", None))
 
-def _table_row(doc: dict[str, Any], out: TextIO) -> None:
-    plain = aq.to_json(doc)
-    plain["user"] = plain.get("username") or plain.get("subject") or plain.get("admin") or ""
-    cells = []
-    for name, width in TABLE:
-        text = str(plain.get(name) or "")
-        cells.append(text[: width - 1] + "~" if len(text) > width else text.ljust(width))
-    out.write("  ".join(cells).rstrip() + "\n")
+    def header(self, out: TextIO) -> None:
+        out.write("  ".join(n.upper().ljust(w) for n, w in self.columns).rstrip() + "\n")
+
+    def row(self, doc: dict[str, Any], out: TextIO) -> None:
+        plain = aq.to_json(doc, self.tz)
+        plain["user"] = plain.get("username") or plain.get("subject") or plain.get("admin") or ""
+        cells = []
+        for name, width in self.columns:
+            value = plain.get(name)
+            text = " ".join(map(str, value)) if isinstance(value, list) else str(value or "")
+            if len(text) > width and not self.wide:
+                text = text[: width - 1] + "~"
+            cells.append(text.ljust(width))
+        out.write("  ".join(cells).rstrip() + "\n")
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -220,14 +276,15 @@ def cmd_query(args: argparse.Namespace) -> int:
         session.count = len(docs)
         out = sys.stdout
         if args.format == "json":
-            body = {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor}
+            body = {"events": [aq.to_json(d, q.tz) for d in docs], "next_cursor": cursor}
             out.write(json.dumps(body, indent=2) + "\n")
         elif args.format == "csv":
-            out.write(aq.csv_header() + aq.csv_rows(docs))
+            out.write(aq.csv_header() + aq.csv_rows(docs, q.tz))
         else:
-            _table_header(out)
+            table = Table(args)
+            table.header(out)
             for doc in docs:
-                _table_row(doc, out)
+                table.row(doc, out)
         out.flush()
         if cursor:  # on stderr: the output itself stays one clean table, CSV or JSON
             print(f"-- more: --cursor {cursor}", file=sys.stderr)
@@ -240,10 +297,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if not 1 <= args.top <= 100:
             raise aq.FilterError("top", "must be between 1 and 100")
         params = _filters(args)
+        by = aq.parse_by(args.by)
         q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
-        result = await aq.stats(session.store.audit.collection, q, args.bucket, args.top)
+        result = await aq.stats(session.store.audit.collection, q, args.bucket, args.top, by)
         if args.format == "json":
             print(json.dumps(result, indent=2))
+            return
+        if by:
+            first, second = (by * 2)[:2]
+            rows = sorted({str(r[first]) for r in result["grid"]})
+            cols = sorted({str(r[second]) for r in result["grid"]}) if len(by) == 2 else ["count"]
+            cells = {
+                (str(r[first]), str(r[second]) if len(by) == 2 else "count"): r["count"]
+                for r in result["grid"]
+            }
+            width = max([len(first), *map(len, rows)]) + 2
+            print(first.ljust(width) + "".join(c.rjust(max(len(c), 6) + 2) for c in cols))
+            for row in rows:
+                line = "".join(str(cells.get((row, c), 0)).rjust(max(len(c), 6) + 2) for c in cols)
+                print(row.ljust(width) + line)
             return
         print(f"events: {result['total']}   distinct users: {result['distinct_users']}")
         for title, key in (("outcome", "per_outcome"), ("idp", "per_idp"), ("event", "per_event")):
@@ -273,7 +345,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             session.count = 0
             async for chunk in aq.stream(session.store.audit.collection, q):
                 ndjson = args.format == "ndjson"
-                out.write(aq.ndjson_lines(chunk) if ndjson else aq.csv_rows(chunk))
+                out.write(aq.ndjson_lines(chunk, q.tz) if ndjson else aq.csv_rows(chunk, q.tz))
                 session.count += len(chunk)
             out.flush()
 
@@ -285,14 +357,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         return run_to(out)
 
 
+def cmd_people(args: argparse.Namespace) -> int:
+    async def body(session: Session) -> None:
+        params = _filters(args)
+        q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
+        result = await aq.people(session.store.audit.collection, q)
+        session.count = result["count"]
+        if args.format == "json":
+            print(json.dumps(result, indent=2))
+            return
+        cols = ("name", "email", "idp", "first_seen", "last_seen", "events")
+        rows = [[str(p.get(c) or "") for c in cols] for p in result["people"]]
+        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+        print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        print(f"{result['count']} people" + (" (first 1000 only)" if result["truncated"] else ""))
+
+    return _run(args, body)
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     lookback = timedelta(seconds=max(5.0, args.interval * 5))
 
+    table: Table | None = None
+
     def show(doc: dict[str, Any]) -> None:
-        if args.format == "json":
+        if table is None:
             sys.stdout.write(json.dumps(aq.to_json(doc), separators=(",", ":")) + "\n")
         else:
-            _table_row(doc, sys.stdout)
+            table.row(doc, sys.stdout)
         sys.stdout.flush()
 
     async def window(
@@ -306,6 +400,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     yield doc
 
     async def body(session: Session) -> None:
+        nonlocal table
         filters = _filters(args)
         params = filters | {"limit": str(args.lines)}
         idps = await session.idps_for(params)
@@ -314,7 +409,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
             docs, _ = await aq.page(session.store.audit.collection, q)
         session.count = len(docs)
         if args.format == "table":
-            _table_header(sys.stdout)
+            table = Table(args)
+            table.header(sys.stdout)
         for doc in reversed(docs):
             show(doc)
         if not args.follow:

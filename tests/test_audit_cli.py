@@ -316,3 +316,52 @@ async def test_cli_reads_are_audited_and_bad_names_refused(
         "success",
     ]
     assert trail[2]["reason"] == "bad_request"
+
+
+async def test_operator_questions_in_one_command(
+    store: Store, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    await store.audit.collection.insert_many([dict(d) for d in DATA])
+    config = settings_file(tmp_path, mongo_uri, db_name)
+    day = ("--since", "2025-03-01", "--until", "2025-03-02", "--tz", "Europe/Berlin")
+    people = await asyncio.to_thread(cli, config, "people", "--room", "sales", *day)
+    assert people.returncode == 0, people.stderr
+    lines = people.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "EMAIL", "IDP"]
+    assert "User Number" in lines[1] and "+01:00" in lines[1]
+    assert lines[-1].endswith(" people")
+
+    grid = await asyncio.to_thread(
+        cli, config, "stats", "--by", "idp,day", "--exclude-event", "admin_query"
+    )
+    assert grid.returncode == 0, grid.stderr
+    header, *rows = grid.stdout.splitlines()
+    assert header.split()[0] == "idp" and "2025-03-01" in header
+    corp_day1 = sum(
+        1 for d in DATA if d["idp"] == "corp" and d["time"].strftime("%Y-%m-%d") == "2025-03-01"
+    )
+    corp = next(r for r in rows if r.startswith("corp"))
+    assert corp.split()[1] == str(corp_day1)
+
+    wide = await asyncio.to_thread(
+        cli,
+        config,
+        "query",
+        "--event",
+        "login_failed",
+        "--limit",
+        "2",
+        "--columns",
+        "+name,detail,rule",
+        "--wide",
+        "--tz",
+        "Europe/Berlin",
+    )
+    assert wide.returncode == 0, wide.stderr
+    head, first, *_ = wide.stdout.splitlines()
+    assert head.split()[-2:] == ["DETAIL", "RULE"] or "DETAIL" in head
+    assert "+01:00" in first and "~" not in first and " detail" in first
+    only = await asyncio.to_thread(cli, config, "query", "--columns", "time,email", "--limit", "1")
+    assert only.stdout.splitlines()[0].split() == ["TIME", "EMAIL"]
+    bad = await asyncio.to_thread(cli, config, "query", "--columns", "colour")
+    assert bad.returncode == 2 and "columns:" in bad.stderr
