@@ -42,7 +42,7 @@ async def timed(label: str, work):  # type: ignore[no-untyped-def]
 
 async def run(uri: str, events: int, batch: int) -> str:
     db = f"jog_bench_{secrets.token_hex(4)}"
-    store = Store.connect(uri, db, 300)
+    store = Store.connect(uri, db, 1800)
     collection = store.audit.collection
     began = time.perf_counter()
     for first in range(0, events, batch):
@@ -136,7 +136,7 @@ def export(uri: str, db: str, events: int) -> None:
 
 
 async def drop(uri: str, db: str) -> None:
-    store = Store.connect(uri, db, 300)
+    store = Store.connect(uri, db, 1800)
     await store.client.drop_database(db)
     await store.close()
 

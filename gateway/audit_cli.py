@@ -94,6 +94,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--order", choices=("asc", "desc"), default="desc")
     p.add_argument("--cursor", help="next_cursor of the previous page")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument(
+        "--linked",
+        action="store_true",
+        help="also events of the same browser flows/sessions (failures before the ID token)",
+    )
     table_options(p)
     p = common("people", "distinct persons for the filters, first and last seen", cmd_people)
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -243,9 +248,10 @@ class Table:
                 raise aq.FilterError("columns", f"{name!r} is not one of {', '.join(WIDTHS)}")
         if not spec or spec.startswith("+"):
             names = [n for n, _ in TABLE] + [n for n in names if n not in dict(TABLE)]
-        self.columns = [(n, WIDTHS[n]) for n in names]
         self.wide = bool(getattr(args, "wide", False))
         self.tz = aq.parse_tz(getattr(args, "tz", None))
+        widths = WIDTHS | ({"time": 29} if self.tz is not UTC else {})  # room for +01:00
+        self.columns = [(n, widths[n]) for n in names]
 
     def header(self, out: TextIO) -> None:
         out.write("  ".join(n.upper().ljust(w) for n, w in self.columns).rstrip() + "\n")
@@ -272,6 +278,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     async def body(session: Session) -> None:
         idps = await session.idps_for(params)
         q = aq.parse_query(params, now=_now(), max_limit=10000, idps=idps)
+        if args.linked:
+            q = await aq.link(session.store.audit.collection, q)
         docs, cursor = await aq.page(session.store.audit.collection, q)
         session.count = len(docs)
         out = sys.stdout

@@ -222,6 +222,10 @@ async def test_exports_stream_every_matching_event(admin_gw: GatewayUnderTest, f
         ({"event": "token_minted,login_faild"}, "event"),
         ({"idp": "crop"}, "idp"),
         ({"until": "999999d"}, "until"),
+        ({"linked": "maybe"}, "linked"),
+        ({"linked": "true"}, "linked"),  # needs a filter naming the person
+        ({"exclude_event": "admin_qery"}, "exclude_event"),
+        ({"tz": "Berlin"}, "tz"),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else v,
 )

@@ -137,6 +137,7 @@ class AdminHandler(GatewayHandler):
 class AuditQueryHandler(AdminHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
         fmt = params.pop("format", None) or "json"
+        linked = aq.parse_flag("linked", params.pop("linked", None))
         if fmt not in FORMATS:
             raise aq.FilterError("format", f"must be one of {', '.join(FORMATS)}")
         collection = self.gateway.store.audit.collection
@@ -146,6 +147,7 @@ class AuditQueryHandler(AdminHandler):
             q = aq.parse_query(
                 params, now=now, max_limit=max_limit, idps=await self.idp_ids(params)
             )
+            q = await aq.link(collection, q) if linked else q
             docs, cursor = await aq.page(collection, q)
             await self.audit_admin("success", query=self.safe_query(), count=len(docs))
             events = [aq.to_json(d, q.tz) for d in docs]
@@ -157,6 +159,7 @@ class AuditQueryHandler(AdminHandler):
         if "limit" in params or "cursor" in params:
             raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
         q = aq.parse_query(params, now=now, default_order="asc", idps=await self.idp_ids(params))
+        q = await aq.link(collection, q) if linked else q
         await self.export(q, fmt)
 
     async def export(self, q: aq.AuditQuery, fmt: str) -> None:

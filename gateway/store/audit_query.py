@@ -26,7 +26,7 @@ import ipaddress
 import json
 import re
 from collections.abc import AsyncIterator, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -122,6 +122,8 @@ class AuditQuery:
     after: tuple[datetime, str] | None = None  # decoded cursor
     exclude_events: tuple[str, ...] = ()
     tz: tzinfo = UTC  # reads naive times and today/yesterday; writes output times
+    # set by ``link``: events of the same browser flow or session also match
+    linked: tuple[dict[str, Any], ...] = ()
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -272,6 +274,14 @@ async def known_idps(
     return known
 
 
+def parse_flag(name: str, value: str | None) -> bool:
+    if value in (None, "", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise FilterError(name, "must be true or false")
+
+
 def snapshot_bound(now: datetime) -> datetime:
     """The exclusive upper bound of an oldest-first query: everything stored up to ``now``."""
     return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(
@@ -345,6 +355,8 @@ def mongo_filter(q: AuditQuery) -> dict[str, Any]:
             found["event"]["$in"] = [wanted]
         elif wanted:
             found["event"] |= wanted
+    if q.linked:
+        found = {"$or": [found, *q.linked]} if found else {}
     time_range: dict[str, datetime] = {}
     if q.until:
         time_range["$lt"] = _ceil_ms(q.until)
@@ -358,10 +370,34 @@ def mongo_filter(q: AuditQuery) -> dict[str, Any]:
         else:
             time_range["$gt"] = max(moment - MS, time_range.get("$gt", moment - MS))
             past = "$gt"
-        found["$or"] = [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]
+        keyset = [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]
+        if "$or" in found:
+            found = {"$and": [{"$or": found.pop("$or")}, {"$or": keyset}], **found}
+        else:
+            found["$or"] = keyset
     if time_range:
         found["time"] = time_range
     return found
+
+
+LINK_FIELDS = ("flow_hash", "session_hash")
+MAX_LINKS = 500
+
+
+async def link(collection: AsyncCollection, q: AuditQuery) -> AuditQuery:
+    """``linked=true``: the query widened to every event (in the same time range) of the
+    browser flows and sessions its own events belong to. So a person's e-mail also finds
+    the failures before the ID token (``state_reused``, ``state_browser_mismatch``, a bad
+    room) that carry no identity but the same flow cookie or session."""
+    if not q.fields:
+        raise FilterError("linked", "needs a filter naming the person (email, subject, ...)")
+    base = AuditQuery(q.since, q.until, q.fields, exclude_events=q.exclude_events, tz=q.tz)
+    linked: list[dict[str, Any]] = []
+    for name in LINK_FIELDS:
+        values = [v for v in await collection.distinct(name, mongo_filter(base)) if v]
+        if values:
+            linked.append({name: {"$in": values[:MAX_LINKS]}})
+    return replace(q, linked=tuple(linked))
 
 
 def sort_spec(order: Order) -> list[tuple[str, int]]:
