@@ -97,10 +97,8 @@ def test_cursor_round_trip_and_tampering() -> None:
         now=NOW + timedelta(days=1),
     )
     # the cursor is past since: only the keyset bound remains (and the snapshot bound)
-    assert aq.mongo_filter(asc) == {
-        "time": {"$lt": NOW + MS, "$gt": doc["time"] - MS},
-        "$or": [{"time": {"$gt": doc["time"]}}, {"time": doc["time"], "_id": {"$gt": "abc"}}],
-    }
+    assert aq.mongo_filter(asc) == {"time": {"$lt": NOW + MS, "$gt": doc["time"]}}
+    assert aq.tie_filter(asc) == {"time": doc["time"], "_id": {"$gt": "abc"}}
     for bad in ("", "!!!", cursor[:-3], "eyJ0IjoxfQ"):
         with pytest.raises(aq.FilterError):
             aq.parse_query({"cursor": bad}, now=NOW)
@@ -158,20 +156,20 @@ def test_admin_and_audit_settings_are_validated_with_clear_messages() -> None:
 
 
 def test_cursor_is_a_keyset_with_an_explicit_tie_branch() -> None:
+    """Two flat branches: the cursor's millisecond with _id past it, then strictly past it."""
     doc = {"time": datetime(2025, 1, 1, 0, 0, 0, 123000, tzinfo=UTC), "_id": "abc"}
-    desc = aq.parse_query({"cursor": aq.encode_cursor(doc, "desc")}, now=NOW)
-    assert aq.mongo_filter(desc) == {
-        "time": {"$lt": doc["time"] + MS},  # a strict range for the index
-        "$or": [{"time": {"$lt": doc["time"]}}, {"time": doc["time"], "_id": {"$lt": "abc"}}],
-    }
+    desc = aq.parse_query({"cursor": aq.encode_cursor(doc, "desc"), "event": "logout"}, now=NOW)
+    assert aq.tie_filter(desc) == {"event": "logout", "time": doc["time"], "_id": {"$lt": "abc"}}
+    assert aq.mongo_filter(desc) == {"event": "logout", "time": {"$lt": doc["time"]}}
     since = datetime(2024, 12, 31, 0, 0, 0, 500, tzinfo=UTC)  # sub-millisecond
     desc_since = aq.parse_query(
         {"cursor": aq.encode_cursor(doc, "desc"), "since": since.isoformat()}, now=NOW
     )
     assert aq.mongo_filter(desc_since)["time"] == {
-        "$lt": doc["time"] + MS,
+        "$lt": doc["time"],
         "$gt": datetime(2024, 12, 31, 0, 0, 0, 0, tzinfo=UTC),  # > 0 ms: from 1 ms on
     }
+    assert aq.tie_filter(aq.parse_query({}, now=NOW)) is None
 
 
 def test_oldest_first_is_a_snapshot_fixed_at_the_first_page() -> None:

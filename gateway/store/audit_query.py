@@ -340,10 +340,10 @@ def mongo_filter(q: AuditQuery) -> dict[str, Any]:
 
     BSON dates are whole milliseconds, so ``time >= since`` is written ``time > since - 1 ms``
     (exact, and still one flat range every planner serves from the (field, time, _id)
-    index). A cursor adds the same kind of strict range plus the keyset with the tie as an
-    explicit equality branch: ``time`` past the cursor's, or ``time ==`` it and ``_id`` past
-    its id. Nothing relies on ``$gte``/``$lte`` being exact: some MongoDB-wire servers drop
-    values equal to such a bound when they scan a compound index.
+    index). With a cursor this is the "strictly past the cursor's time" branch of the
+    keyset; ``tie_filter`` is the other one. Nothing relies on ``$gte``/``$lte`` being exact:
+    some MongoDB-wire servers drop values equal to such a bound when they scan a compound
+    index.
     """
     found: dict[str, Any] = {}
     for name, values in q.fields.items():
@@ -362,22 +362,31 @@ def mongo_filter(q: AuditQuery) -> dict[str, Any]:
         time_range["$lt"] = _ceil_ms(q.until)
     if q.since:
         time_range["$gt"] = _ceil_ms(q.since) - MS
-    if q.after is not None:
-        moment, event_id = q.after
+    if q.after is not None:  # strictly past the cursor's millisecond; ties: see keyset()
+        moment = q.after[0]
         if q.order == "desc":
-            time_range["$lt"] = min(moment + MS, time_range.get("$lt", moment + MS))
-            past = "$lt"
+            time_range["$lt"] = min(moment, time_range.get("$lt", moment))
         else:
-            time_range["$gt"] = max(moment - MS, time_range.get("$gt", moment - MS))
-            past = "$gt"
-        keyset = [{"time": {past: moment}}, {"time": moment, "_id": {past: event_id}}]
-        if "$or" in found:
-            found = {"$and": [{"$or": found.pop("$or")}, {"$or": keyset}], **found}
-        else:
-            found["$or"] = keyset
+            time_range["$gt"] = max(moment, time_range.get("$gt", moment))
     if time_range:
         found["time"] = time_range
     return found
+
+
+def tie_filter(q: AuditQuery) -> dict[str, Any] | None:
+    """The keyset's equality branch: the cursor's very millisecond, ``_id`` past its id.
+
+    Sent as its own query (before ``mongo_filter``'s strict range) rather than inside an
+    ``$or``: each branch is then one flat, index-served filter on every server.
+    """
+    if q.after is None:
+        return None
+    moment, event_id = q.after
+    bounded = replace(q, after=None)
+    if (q.since and moment < q.since) or (q.until and moment >= q.until):
+        return None
+    found = {k: v for k, v in mongo_filter(bounded).items() if k != "time"}
+    return found | {"time": moment, "_id": {"$lt" if q.order == "desc" else "$gt": event_id}}
 
 
 LINK_FIELDS = ("flow_hash", "session_hash")
@@ -408,12 +417,22 @@ def sort_spec(order: Order) -> list[tuple[str, int]]:
 async def page(
     collection: AsyncCollection, q: AuditQuery
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of events and the cursor of the next page (None on the last)."""
-    cursor = collection.find(mongo_filter(q), sort=sort_spec(q.order), limit=q.limit + 1)
-    try:
-        docs = await cursor.to_list(q.limit + 1)
-    finally:
-        await cursor.close()
+    """One page of events and the cursor of the next page (None on the last).
+
+    With a cursor, the keyset is read as its two branches in order: the rest of the cursor's
+    millisecond (``tie_filter``), then strictly past it (``mongo_filter``).
+    """
+    docs: list[dict[str, Any]] = []
+    branches = [tie_filter(q), mongo_filter(q)]
+    for found in branches:
+        if found is None or len(docs) > q.limit:
+            continue
+        want = q.limit + 1 - len(docs)
+        cursor = collection.find(found, sort=sort_spec(q.order), limit=want)
+        try:
+            docs += await cursor.to_list(want)
+        finally:
+            await cursor.close()
     more = len(docs) > q.limit
     docs = docs[: q.limit]
     snapshot = q.until if q.order == "asc" else None
