@@ -34,7 +34,6 @@ from tests.support.jitsi_web import (
 from tests.support.op import TestOP
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
-
 # A room URL an embedder or a person might open: toolbar, nested config, ICE servers, an
 # interface override, and a key Jitsi itself does not carry over (foo).
 LOCATION_HASH = (
