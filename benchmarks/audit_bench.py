@@ -42,7 +42,7 @@ async def timed(label: str, work):  # type: ignore[no-untyped-def]
 
 async def run(uri: str, events: int, batch: int) -> str:
     db = f"jog_bench_{secrets.token_hex(4)}"
-    store = Store.connect(uri, db, 300)
+    store = Store.connect(uri, db, 1800)
     collection = store.audit.collection
     began = time.perf_counter()
     for first in range(0, events, batch):
@@ -66,13 +66,26 @@ async def run(uri: str, events: int, batch: int) -> str:
     print("queries (first page of 100, newest first):")
     await timed("latest events, no filter", query())
     await timed("by subject", query(subject="user7-sub"))
-    await timed("by subject, page 2 (cursor)", _second_page(collection, now))
+    await timed("by subject, page 2 (cursor)", _second_page(collection, now, subject="user7-sub"))
     await timed("by e-mail", query(email="user3@example.org"))
     await timed("by room + 1 day", query(room="retro", **span))
     await timed("failures by reason", query(outcome="failure", reason="policy_denied"))
     await timed("failures by reason + 1 day", query(reason="state_reused", **span))
     await timed("by request id", query(request_id=f"req{events // 3:08d}"))
     await timed("by client IP + IdP", query(client_ip="10.0.1.4", idp="corp"))
+    at_event = (start + STEP * (events // 3 * 5 // 5 + 3)).isoformat()  # a token_minted time
+    await timed(
+        "event + since = an event's exact time", query(event="token_minted", since=at_event)
+    )
+    await timed("since=0001-01-01, limit 1", query(since="0001-01-01", limit="1"))
+    await timed("since=999999d, limit 1", query(since="999999d", limit="1"))
+    await timed("oldest first, page 2 (keyset + snapshot)", _second_page(collection, now, "asc"))
+    await timed(
+        "oldest first by event, page 2", _second_page(collection, now, "asc", "login_failed")
+    )
+    await timed(
+        "newest first by event, page 2", _second_page(collection, now, "desc", "login_failed")
+    )
     week = {"since": mid.isoformat(), "until": (mid + 7 * day).isoformat()}
     print("stats (aggregation pipelines):")
     await timed("stats, 1 day, hourly", aq.stats(collection, aq.parse_query(span, now=now), "hour"))
@@ -82,12 +95,10 @@ async def run(uri: str, events: int, batch: int) -> str:
     return db
 
 
-async def _second_page(collection, now):  # type: ignore[no-untyped-def]
-    first = aq.parse_query({"subject": "user7-sub"}, now=now)
-    _, cursor = await aq.page(collection, first)
-    return await aq.page(
-        collection, aq.parse_query({"subject": "user7-sub", "cursor": cursor}, now=now)
-    )
+async def _second_page(collection, now, order="desc", event=None, **params):  # type: ignore[no-untyped-def]
+    params = {"order": order, **params} | ({"event": event} if event else {})
+    _, cursor = await aq.page(collection, aq.parse_query(params, now=now))
+    return await aq.page(collection, aq.parse_query({**params, "cursor": cursor}, now=now))
 
 
 def export(uri: str, db: str, events: int) -> None:
@@ -125,7 +136,7 @@ def export(uri: str, db: str, events: int) -> None:
 
 
 async def drop(uri: str, db: str) -> None:
-    store = Store.connect(uri, db, 300)
+    store = Store.connect(uri, db, 1800)
     await store.client.drop_database(db)
     await store.close()
 

@@ -11,7 +11,7 @@ import tornado.web
 
 from gateway.config import ConfigError, Settings
 from gateway.context import Gateway
-from gateway.handlers.admin import AuditQueryHandler, AuditStatsHandler
+from gateway.handlers.admin import AuditPeopleHandler, AuditQueryHandler, AuditStatsHandler
 from gateway.handlers.admin_sessions import SessionsHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
@@ -72,9 +72,10 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),
         (r"/\.well-known/jwks\.json", ClientJwksHandler, deps),
-        (r"/admin/audit", AuditQueryHandler, deps),
-        (r"/admin/audit/stats", AuditStatsHandler, deps),
-        (r"/admin/sessions", SessionsHandler, deps),
+        (r"/admin/audit/?", AuditQueryHandler, deps),
+        (r"/admin/audit/stats/?", AuditStatsHandler, deps),
+        (r"/admin/audit/people/?", AuditPeopleHandler, deps),
+        (r"/admin/sessions/?", SessionsHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

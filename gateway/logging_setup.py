@@ -23,7 +23,9 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# A token, not a plain word: "missing bearer token" stays readable (a real token is never a
+# short run of lower-case letters alone).
+_BEARER = re.compile(r"(?i)(bearer\s+)(?-i:(?![a-z]{1,12}\b)[A-Za-z0-9._~+/=-]+)")
 _SECRET_PARAMS = re.compile(
     r"(?i)\b(code|state|jwt|id_token|id_token_hint|logout_token|access_token|refresh_token"
     r"|client_secret|password|nonce|code_verifier|csrf)=([^&\s\"']+)"

@@ -15,7 +15,6 @@ from typing import Any
 
 from gateway import audit_cli
 from gateway import session_admin as sa
-from gateway.store import Store
 from gateway.store import audit_query as aq
 
 TABLE = (
@@ -96,7 +95,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if selector is None:
         return 2
 
-    async def body(store: Store) -> None:
+    async def body(session: audit_cli.StoreCommand) -> None:
+        store = session.store
         now = audit_cli._now()
         docs = await sa.live_sessions(store, selector, now)
         await store.audit.write(
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         _print([sa.summary(d) for d in docs], args.format, "sessions", "no live sessions match")
 
-    return audit_cli._run(args, body)
+    return audit_cli._run(args, body, audited=False)
 
 
 def cmd_end(args: argparse.Namespace) -> int:
@@ -120,12 +120,12 @@ def cmd_end(args: argparse.Namespace) -> int:
     if selector is None:
         return 2
 
-    async def body(store: Store) -> None:
+    async def body(session: audit_cli.StoreCommand) -> None:
         ended = await sa.end_sessions(
-            store, selector, audit_cli._now(), admin=_cli_admin(args), via="cli"
+            session.store, selector, audit_cli._now(), admin=_cli_admin(args), via="cli"
         )
         _print(ended, args.format, "ended", "no live sessions match: nothing ended")
         if ended and args.format == "table":
             print(f"ended {len(ended)} session(s); their next room request signs in again")
 
-    return audit_cli._run(args, body)
+    return audit_cli._run(args, body, audited=False)

@@ -8,12 +8,13 @@ import io
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from gateway.store import audit_query as aq
 from tests.support import auditdata
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
@@ -204,7 +205,7 @@ async def test_exports_stream_every_matching_event(admin_gw: GatewayUnderTest, f
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
-        ({"since": "yesterday"}, "since"),
+        ({"since": "the day before"}, "since"),
         ({"since": "2025-03-02", "until": "2025-03-01"}, "until"),
         ({"outcome": "maybe"}, "outcome"),
         ({"reason": "no_such_reason"}, "reason"),
@@ -217,6 +218,14 @@ async def test_exports_stream_every_matching_event(admin_gw: GatewayUnderTest, f
         ({"format": "xml"}, "format"),
         ({"colour": "red"}, "colour"),
         ({"room": ""}, "room"),
+        ({"event": "token_mintd"}, "event"),
+        ({"event": "token_minted,login_faild"}, "event"),
+        ({"idp": "crop"}, "idp"),
+        ({"until": "999999d"}, "until"),
+        ({"linked": "maybe"}, "linked"),
+        ({"linked": "true"}, "linked"),  # needs a filter naming the person
+        ({"exclude_event": "admin_qery"}, "exclude_event"),
+        ({"tz": "Berlin"}, "tz"),
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else v,
 )
@@ -288,3 +297,170 @@ async def test_every_admin_request_is_audited(admin_gw: GatewayUnderTest) -> Non
     assert events[0]["query"] == {"room": "retro", "limit": "3"} and events[0]["count"] == 3
     assert events[2]["reason"] == "bad_request"
     assert TOKEN not in json.dumps(events, default=str)
+
+
+# ---- issue 15 ------------------------------------------------------------------------------
+
+
+async def test_oldest_first_paging_ends_while_events_keep_arriving(
+    admin_gw: GatewayUnderTest,
+) -> None:
+    """The snapshot: events stored after the first page are not part of this paging."""
+    collection = admin_gw.store.audit.collection
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    arrived: list[str] = []
+    while pages < 50:
+        params = {"limit": "40", "order": "asc", "event": "login_failed,token_minted"}
+        body = (await get(admin_gw, **params, **({"cursor": cursor} if cursor else {}))).json()
+        seen += ids(body["events"])
+        new = list(auditdata.documents(5, admin_gw.gateway.now(), timedelta(0), 5000 + 5 * pages))
+        await collection.insert_many(new)
+        arrived += [d["_id"] for d in new if d["event"] in ("login_failed", "token_minted")]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    expected = [d for d in DATA if d["event"] in ("login_failed", "token_minted")]
+    assert seen == ids(sorted(expected, key=lambda d: (d["time"], d["_id"])))
+    assert arrived and not set(arrived) & set(seen)
+    # a new query sees them
+    again = await get(admin_gw, order="asc", limit="1000", event="login_failed,token_minted")
+    assert set(arrived) <= set(ids(again.json()["events"]))
+
+
+async def test_since_equal_to_an_event_time_under_a_field_filter(
+    admin_gw: GatewayUnderTest,
+) -> None:
+    minted = [d for d in DATA if d["event"] == "token_minted"]
+    for bound in (minted[0]["time"], TIES[3]["time"], max(d["time"] for d in minted)):
+        expected = [d for d in minted if d["time"] >= bound]
+        for order in ("asc", "desc"):
+            params = {"event": "token_minted", "since": bound.isoformat(), "order": order}
+            body = (await get(admin_gw, limit="1000", **params)).json()
+            asc = sorted(expected, key=lambda d: (d["time"], d["_id"]))
+            assert ids(body["events"]) == ids(asc if order == "asc" else asc[::-1])
+
+
+async def test_far_past_bounds_answer_fast(admin_gw: GatewayUnderTest) -> None:
+    for since in ("999999d", "0001-01-01"):
+        response = await get(admin_gw, since=since, limit="1")
+        assert response.status_code == 200, response.text
+        assert len(response.json()["events"]) == 1
+        assert response.elapsed.total_seconds() < 2
+
+
+async def test_an_unencoded_plus_offset_and_a_trailing_slash(admin_gw: GatewayUnderTest) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(
+            # "+" left unencoded: the server sees a space
+            f"{admin_gw.url}/admin/audit/?since=2025-03-01T02:00:00+01:00&order=asc&limit=2",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    first = [d for d in DATA if d["time"] >= auditdata.START + timedelta(hours=1)]
+    assert (
+        ids(response.json()["events"])
+        == ids(sorted(first, key=lambda d: (d["time"], d["_id"])))[:2]
+    )
+    stats = await get(admin_gw, "/admin/audit/stats/")
+    assert stats.status_code == 200
+
+
+async def test_more_pages_are_announced(admin_gw: GatewayUnderTest) -> None:
+    response = await get(admin_gw, limit="5", room="retro")
+    cursor = response.json()["next_cursor"]
+    assert cursor
+    link = response.headers["link"]
+    assert link.endswith('; rel="next"') and f"cursor={cursor}" in link and "room=retro" in link
+    last = await get(admin_gw, limit="1000", room="retro")
+    assert "link" not in last.headers
+
+
+async def test_csv_export_is_readable_in_a_spreadsheet(admin_gw: GatewayUnderTest) -> None:
+    await get(admin_gw, room="retro", limit="2")
+    await admin_gw.store.audit.collection.insert_one(
+        auditdata.AuditLog(None).prepare(  # type: ignore[arg-type]
+            {
+                "event": "flow_started",
+                "outcome": "success",
+                "user_agent": "-curl/8.5",
+                "time": auditdata.START - timedelta(days=2),
+            }
+        )
+    )
+    await admin_gw.store.audit.flush()
+    response = await get(admin_gw, format="csv", since="2025-02-01")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert rows[0]["user_agent"] == "-curl/8.5"
+    verified = {r["email_verified"] for r in rows if r["email_verified"]}
+    assert verified == {"true", "false"}
+    queried = [r for r in rows if r["event"] == "admin_query"]
+    assert queried[0]["admin"] == "ops" and queried[0]["path"] == "/admin/audit"
+    assert json.loads(queried[0]["query"]) == {"room": "retro", "limit": "2"}
+
+
+async def test_people_for_a_room_and_a_day(admin_gw: GatewayUnderTest) -> None:
+    """Who joined room X that day: names, e-mails, IdP, first and last seen, in one call."""
+    day, next_day = "2025-03-01", "2025-03-02"
+    response = await get(
+        admin_gw,
+        "/admin/audit/people",
+        room="sales",
+        since=day,
+        until=next_day,
+        event="token_minted",
+        tz="Europe/Berlin",
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    lo = datetime(2025, 3, 1, tzinfo=berlin)
+    hi = datetime(2025, 3, 2, tzinfo=berlin)
+    joined = [
+        d
+        for d in DATA
+        if d["room"] == "sales" and d["event"] == "token_minted" and lo <= d["time"] < hi
+    ]
+    persons = {(d["idp"], d["subject"]) for d in joined}
+    assert joined and body["count"] == len(persons)
+    first = body["people"][0]
+    mine = sorted(
+        (d for d in joined if d["subject"] == first["subject"] and d["idp"] == first["idp"]),
+        key=lambda d: d["time"],
+    )
+    assert first["name"] == mine[0]["name"] and first["email"] == mine[0]["email"]
+    assert first["first_seen"] == aq.iso(mine[0]["time"], berlin)
+    assert first["last_seen"] == aq.iso(mine[-1]["time"], berlin)
+    assert first["first_seen"].endswith("+01:00")
+    assert first["events"] == len(mine)
+
+
+async def test_stats_per_idp_per_day_without_admin_queries(admin_gw: GatewayUnderTest) -> None:
+    await get(admin_gw, limit="1")  # an admin_query event, to be left out
+    await admin_gw.store.audit.flush()
+    body = (
+        await get(admin_gw, "/admin/audit/stats", by="idp,day", exclude_event="admin_query")
+    ).json()
+    cells = Counter((d["idp"], d["time"].strftime("%Y-%m-%d")) for d in DATA)
+    assert body["grid"] == [
+        {"idp": idp, "day": day, "count": n} for (idp, day), n in sorted(cells.items())
+    ]
+    assert body["total"] == len(DATA)
+    reasons = (
+        await get(admin_gw, "/admin/audit/stats", by="reason,outcome", exclude_event="admin_query")
+    ).json()["grid"]
+    expected = Counter((d.get("reason"), d["outcome"]) for d in DATA)
+    assert {(r["reason"], r["outcome"]): r["count"] for r in reasons} == dict(expected)
+
+
+async def test_times_in_a_time_zone(admin_gw: GatewayUnderTest) -> None:
+    body = (await get(admin_gw, tz="Europe/Berlin", order="asc", limit="1")).json()
+    assert body["events"][0]["time"].endswith("+01:00")
+    assert body["events"][0]["_id"] == ids(sorted(DATA, key=lambda d: (d["time"], d["_id"])))[0]
+    bad = await get(admin_gw, tz="Nowhere/Land")
+    assert bad.status_code == 400 and bad.json()["parameter"] == "tz"

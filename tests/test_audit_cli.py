@@ -14,6 +14,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -124,7 +125,8 @@ async def test_stats_and_export(store: Store, mongo_uri: str, db_name: str, tmp_
     assert stats["total"] == len(failures)
     assert sum(r["count"] for r in stats["top_failure_reasons"]) == len(failures)
     text = await asyncio.to_thread(cli, config, "stats")
-    assert f"events: {N}" in text.stdout and "top failure reasons:" in text.stdout
+    # the first stats run is itself in the log now (CLI reads are audited)
+    assert f"events: {N + 1}" in text.stdout and "top failure reasons:" in text.stdout
 
     out = tmp_path / "audit.ndjson"
     run = await asyncio.to_thread(cli, config, "export", "--room", "board", "-o", str(out))
@@ -175,7 +177,9 @@ async def test_large_export_runs_in_bounded_memory(
         await collection.drop_indexes()  # bulk load first, index after: much faster
         for first in range(0, total, 10_000):
             await collection.insert_many(
-                list(auditdata.documents(10_000, first=first)), ordered=False
+                # 3 minutes apart: all 200k in the past, inside the export's snapshot bound
+                list(auditdata.documents(10_000, step=timedelta(minutes=3), first=first)),
+                ordered=False,
             )
         loaded = time.monotonic()
         # the export sorts by (time, _id): only that index matters here
@@ -224,3 +228,142 @@ async def test_large_export_runs_in_bounded_memory(
         )
         assert exported >= total  # plus the admin_query event of the API export
         assert peak_rss < 400  # bound for every child this test process ran (OP included)
+
+
+# ---- issue 15 ------------------------------------------------------------------------------
+
+
+async def test_tail_follow_prints_only_new_events_after_a_busy_second(
+    store: Store, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """Ten events within one second: -n 2 shows the last two, the first poll none of the rest."""
+
+    busy = list(
+        auditdata.documents(
+            10, datetime.now(UTC) - timedelta(seconds=2), timedelta(milliseconds=100)
+        )
+    )
+    await store.audit.collection.insert_many([dict(d) for d in busy])
+    config = settings_file(tmp_path, mongo_uri, db_name)
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "gateway", "audit", "tail", "-c", str(config)],
+        *["-n", "2", "--follow", "--interval", "0.2", "--format", "json"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+
+        async def line() -> dict:
+            return json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+
+        assert [(await line())["_id"] for _ in range(2)] == [busy[8]["_id"], busy[9]["_id"]]
+        await asyncio.sleep(1.0)  # several polls
+        await store.audit.write({"event": "logout", "outcome": "success", "room": "Next"})
+        fresh = await line()
+        assert (fresh["event"], fresh.get("room")) == ("logout", "next")
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_a_closed_pipe_ends_quietly(
+    store: Store, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    await store.audit.collection.insert_many([dict(d) for d in DATA])
+    config = settings_file(tmp_path, mongo_uri, db_name)
+    for command in ("export", "query --limit 300 --format json", "query --limit 300"):
+        run = await asyncio.to_thread(
+            subprocess.run,
+            f"{sys.executable} -m gateway audit {command} -c {config} | head -c 100 >/dev/null",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr
+
+
+async def test_cli_reads_are_audited_and_bad_names_refused(
+    store: Store, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    await store.audit.collection.insert_many([dict(d) for d in DATA])
+    config = settings_file(tmp_path, mongo_uri, db_name)
+    run = await asyncio.to_thread(
+        cli, config, "query", "--room", "Retro", "--limit", "3", "--format", "csv"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "--cursor" in run.stderr  # more pages, said beside the CSV, not in it
+    assert len(list(csv.DictReader(io.StringIO(run.stdout)))) == 3
+    far = await asyncio.to_thread(cli, config, "query", "--since", "999999d", "--limit", "1")
+    assert far.returncode == 0 and "Traceback" not in far.stderr, far.stderr
+    for flag, value in (("--event", "token_mintd"), ("--idp", "crop")):
+        bad = await asyncio.to_thread(cli, config, "query", flag, value)
+        assert bad.returncode == 2 and f"{flag[2:]}:" in bad.stderr, bad.stderr
+    # "corp" is configured; "social" is not, but it is in the log: both answer
+    for idp in ("corp", "social"):
+        ok = await asyncio.to_thread(cli, config, "query", "--idp", idp, "--limit", "1")
+        assert ok.returncode == 0, ok.stderr
+    trail = [
+        d async for d in store.audit.collection.find({"event": "admin_query"}, sort=[("time", 1)])
+    ]
+    assert trail[0]["path"] == "cli audit query" and trail[0]["admin"].startswith("cli:")
+    assert trail[0]["query"] == {"room": "Retro"} and trail[0]["count"] == 3
+    assert [t["outcome"] for t in trail] == [
+        "success",
+        "success",
+        "failure",
+        "failure",
+        "success",
+        "success",
+    ]
+    assert trail[2]["reason"] == "bad_request"
+
+
+async def test_operator_questions_in_one_command(
+    store: Store, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    await store.audit.collection.insert_many([dict(d) for d in DATA])
+    config = settings_file(tmp_path, mongo_uri, db_name)
+    day = ("--since", "2025-03-01", "--until", "2025-03-02", "--tz", "Europe/Berlin")
+    people = await asyncio.to_thread(cli, config, "people", "--room", "sales", *day)
+    assert people.returncode == 0, people.stderr
+    lines = people.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "EMAIL", "IDP"]
+    assert "User Number" in lines[1] and "+01:00" in lines[1]
+    assert lines[-1].endswith(" people")
+
+    grid = await asyncio.to_thread(
+        cli, config, "stats", "--by", "idp,day", "--exclude-event", "admin_query"
+    )
+    assert grid.returncode == 0, grid.stderr
+    header, *rows = grid.stdout.splitlines()
+    assert header.split()[0] == "idp" and "2025-03-01" in header
+    corp_day1 = sum(
+        1 for d in DATA if d["idp"] == "corp" and d["time"].strftime("%Y-%m-%d") == "2025-03-01"
+    )
+    corp = next(r for r in rows if r.startswith("corp"))
+    assert corp.split()[1] == str(corp_day1)
+
+    wide = await asyncio.to_thread(
+        cli,
+        config,
+        "query",
+        "--event",
+        "login_failed",
+        "--limit",
+        "2",
+        "--columns",
+        "+name,detail,rule",
+        "--wide",
+        "--tz",
+        "Europe/Berlin",
+    )
+    assert wide.returncode == 0, wide.stderr
+    head, first, *_ = wide.stdout.splitlines()
+    assert head.split()[-2:] == ["DETAIL", "RULE"] or "DETAIL" in head
+    assert "+01:00" in first and "~" not in first and " detail" in first
+    only = await asyncio.to_thread(cli, config, "query", "--columns", "time,email", "--limit", "1")
+    assert only.stdout.splitlines()[0].split() == ["TIME", "EMAIL"]
+    bad = await asyncio.to_thread(cli, config, "query", "--columns", "colour")
+    assert bad.returncode == 2 and "columns:" in bad.stderr

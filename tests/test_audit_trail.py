@@ -16,7 +16,14 @@ import jwt
 import pytest
 from bson import json_util
 
-from tests.support.gateway import APP_SECRET, GatewayUnderTest, start_gateway, token_from
+from gateway.store import audit_query as aq
+from tests.support.gateway import (
+    APP_SECRET,
+    GatewayUnderTest,
+    start_gateway,
+    token_from,
+    with_query,
+)
 from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
@@ -189,3 +196,52 @@ async def test_store_unavailable_is_audited_through_the_spool_within_a_bound(
             ("login_failed", "store_unavailable", "first"),
             ("login_failed", "store_unavailable", "second"),
         ]
+
+
+async def test_events_carry_the_display_name_and_link_the_flow(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    await gw.sign_in(browser, op, room="standup")
+    docs = await events(gw)
+    started, login, minted = docs
+    assert login["name"] == minted["name"] == "Alice Example"
+    # one browser flow: the start (before any ID token) and the login share flow_hash
+    assert re.fullmatch(r"[0-9a-f]{32}", started["flow_hash"])
+    assert started["flow_hash"] == login["flow_hash"]
+
+
+async def test_a_failure_before_the_id_token_is_found_from_the_person(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """Why did Alice's sign-in fail? A forged/unknown state carries no identity, but the
+    browser's flow cookie links it to the sign-in that names her."""
+    callback = await gw.start_and_login(browser, op, room="retro")
+    assert (await browser.get(with_query(callback, state="x" * 43))).status_code == 400
+    assert (await browser.get(callback)).status_code == 302
+    await gw.store.audit.flush()
+    collection = gw.store.audit.collection
+    q = aq.parse_query({"email": "alice@example.org", "order": "asc"}, now=gw.gateway.now())
+    plain, _ = await aq.page(collection, q)
+    assert [d["event"] for d in plain] == ["login_succeeded"]
+    linked, _ = await aq.page(collection, await aq.link(collection, q))
+    assert [(d["event"], d.get("reason")) for d in linked] == [
+        ("flow_started", None),
+        ("login_failed", "state_invalid"),
+        ("login_succeeded", None),
+    ]
+    assert "subject" not in linked[1]  # no identity on the failure itself
+    # paging the linked answer one by one gives the same events
+    one = aq.parse_query(
+        {"email": "alice@example.org", "order": "asc", "limit": "1"}, now=gw.gateway.now()
+    )
+    seen, cursor = [], None
+    while True:
+        params = {"email": "alice@example.org", "order": "asc", "limit": "1"}
+        page_q = aq.parse_query(
+            params | ({"cursor": cursor} if cursor else {}), now=gw.gateway.now()
+        )
+        docs, cursor = await aq.page(collection, await aq.link(collection, page_q))
+        seen += [d["_id"] for d in docs]
+        if cursor is None:
+            break
+    assert one.limit == 1 and seen == [d["_id"] for d in linked]

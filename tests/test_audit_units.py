@@ -14,6 +14,7 @@ from gateway.store import audit_query as aq
 
 PROXIES = [ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"), ip_network("fd00::/8")]
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize(
@@ -73,8 +74,9 @@ def test_query_becomes_an_indexed_mongo_filter() -> None:
         {"event": "login_failed,room_refused", "email": " Bob@Example.ORG ", "since": "1h"},
         now=NOW,
     )
+    since = NOW - timedelta(hours=1)
     assert aq.mongo_filter(q) == {
-        "time": {"$gte": NOW - timedelta(hours=1)},
+        "time": {"$gt": since - MS},  # BSON dates are whole ms: exactly time >= since
         "event": {"$in": ["login_failed", "room_refused"]},
         "email": "bob@example.org",
     }
@@ -86,11 +88,17 @@ def test_cursor_round_trip_and_tampering() -> None:
     cursor = aq.encode_cursor(doc, "desc")
     q = aq.parse_query({"cursor": cursor}, now=NOW)
     assert q.after == (doc["time"], "abc")
-    assert aq.mongo_filter(q) == {"time": {"$lte": doc["time"]}}
     asc = aq.parse_query(
-        {"cursor": aq.encode_cursor(doc, "asc"), "order": "asc", "since": "2024-12-31"}, now=NOW
+        {
+            "cursor": aq.encode_cursor(doc, "asc", aq.snapshot_bound(NOW)),
+            "order": "asc",
+            "since": "2024-12-31",
+        },
+        now=NOW + timedelta(days=1),
     )
-    assert aq.mongo_filter(asc) == {"time": {"$gte": doc["time"]}}
+    # the cursor is past since: only the keyset bound remains (and the snapshot bound)
+    assert aq.mongo_filter(asc) == {"time": {"$lt": NOW + MS, "$gt": doc["time"]}}
+    assert aq.tie_filter(asc) == {"time": doc["time"], "_id": {"$gt": "abc"}}
     for bad in ("", "!!!", cursor[:-3], "eyJ0IjoxfQ"):
         with pytest.raises(aq.FilterError):
             aq.parse_query({"cursor": bad}, now=NOW)
@@ -142,3 +150,142 @@ def test_admin_and_audit_settings_are_validated_with_clear_messages() -> None:
         with pytest.raises(ConfigError) as err:
             settings_from_dict(base_settings(**extra))
         assert any(line.startswith(path) for line in err.value.problems), err.value.problems
+
+
+# ---- issue 15: exact bounds, odd times, names, CSV -------------------------------------------
+
+
+def test_cursor_is_a_keyset_with_an_explicit_tie_branch() -> None:
+    """Two flat branches: the cursor's millisecond with _id past it, then strictly past it."""
+    doc = {"time": datetime(2025, 1, 1, 0, 0, 0, 123000, tzinfo=UTC), "_id": "abc"}
+    desc = aq.parse_query({"cursor": aq.encode_cursor(doc, "desc"), "event": "logout"}, now=NOW)
+    assert aq.tie_filter(desc) == {"event": "logout", "time": doc["time"], "_id": {"$lt": "abc"}}
+    assert aq.mongo_filter(desc) == {"event": "logout", "time": {"$lt": doc["time"]}}
+    since = datetime(2024, 12, 31, 0, 0, 0, 500, tzinfo=UTC)  # sub-millisecond
+    desc_since = aq.parse_query(
+        {"cursor": aq.encode_cursor(doc, "desc"), "since": since.isoformat()}, now=NOW
+    )
+    assert aq.mongo_filter(desc_since)["time"] == {
+        "$lt": doc["time"],
+        "$gt": datetime(2024, 12, 31, 0, 0, 0, 0, tzinfo=UTC),  # > 0 ms: from 1 ms on
+    }
+    assert aq.tie_filter(aq.parse_query({}, now=NOW)) is None
+
+
+def test_oldest_first_is_a_snapshot_fixed_at_the_first_page() -> None:
+    first = aq.parse_query({"order": "asc"}, now=NOW)
+    assert first.until == NOW + timedelta(milliseconds=1)
+    doc = {"time": NOW - timedelta(hours=1), "_id": "x"}
+    cursor = aq.encode_cursor(doc, "asc", first.until)
+    later = aq.parse_query({"order": "asc", "cursor": cursor}, now=NOW + timedelta(hours=3))
+    assert later.until == first.until  # the bound of the first page, not the new now
+    assert aq.parse_query({"order": "desc"}, now=NOW).until is None
+
+
+@pytest.mark.parametrize("value", ["999999d", "999999w", "0001-01-01", "1900-01-01T00:00:00Z"])
+def test_far_past_since_means_no_bound(value: str) -> None:
+    assert aq.parse_query({"since": value}, now=NOW).since is None
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query({"until": value}, now=NOW)
+    assert err.value.parameter == "until"
+
+
+def test_an_unencoded_plus_in_an_offset_is_accepted() -> None:
+    # "+01:00" in a query string arrives as " 01:00"
+    assert aq.parse_time("since", "2025-01-02T05:04:05 01:00", NOW) == datetime(
+        2025, 1, 2, 4, 4, 5, tzinfo=UTC
+    )
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_time("since", "2025-01-02 soon", NOW)
+    assert "%2B" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"event": "token_mintd"}, "event"),
+        ({"event": "login_failed,logn"}, "event"),
+        ({"idp": "crop"}, "idp"),
+    ],
+)
+def test_unknown_event_and_idp_names_are_refused(params: dict, parameter: str) -> None:
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query(params, now=NOW, idps=("corp", "social"))
+    assert err.value.parameter == parameter
+    assert aq.parse_query({"idp": "corp"}, now=NOW, idps=("corp",)).fields["idp"] == ["corp"]
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (True, "true"),
+        (False, "false"),
+        ("-curl/8.5", "-curl/8.5"),
+        ("+49 30 1234", "+49 30 1234"),
+        ("=1+2", "'=1+2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+        ('+HYPERLINK("http://x")', '\'+HYPERLINK("http://x")'),
+        ("\tx", "'\tx"),
+        (["a", True], "a true"),
+        (None, ""),
+    ],
+)
+def test_csv_cells(value: object, cell: str) -> None:
+    assert aq.csv_cell(value) == cell
+
+
+def test_csv_keeps_who_queried_what() -> None:
+    doc = {
+        "_id": "1",
+        "time": NOW,
+        "event": "admin_query",
+        "admin": "ops",
+        "path": "/admin/audit",
+        "query": {"event": "login_failed"},
+        "email_verified": True,
+    }
+    row = next(
+        iter(__import__("csv").DictReader((aq.csv_header() + aq.csv_rows([doc])).splitlines()))
+    )
+    assert (row["admin"], row["path"], row["query"]) == (
+        "ops",
+        "/admin/audit",
+        '{"event":"login_failed"}',
+    )
+    assert row["email_verified"] == "true"
+
+
+def test_today_yesterday_and_time_zones() -> None:
+    late = datetime(2025, 6, 1, 23, 30, tzinfo=UTC)  # already 2 June in Berlin
+    assert aq.parse_time("since", "today", late) == datetime(2025, 6, 1, tzinfo=UTC)
+    berlin = aq.parse_tz("Europe/Berlin")
+    assert aq.parse_time("since", "today", late, berlin) == datetime(2025, 6, 1, 22, tzinfo=UTC)
+    assert aq.parse_time("since", "yesterday", late, berlin) == datetime(
+        2025, 5, 31, 22, tzinfo=UTC
+    )
+    q = aq.parse_query({"since": "2025-06-01T10:00", "tz": "Europe/Berlin"}, now=late)
+    assert q.since == datetime(2025, 6, 1, 8, tzinfo=UTC)  # naive input is Berlin time
+    assert aq.iso(q.since, q.tz) == "2025-06-01T10:00:00.000+02:00"
+    assert aq.iso(q.since) == "2025-06-01T08:00:00.000Z"
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query({"tz": "Mars/Olympus"}, now=late)
+    assert err.value.parameter == "tz"
+
+
+def test_excluding_event_types() -> None:
+    q = aq.parse_query({"exclude_event": "admin_query,flow_started"}, now=NOW)
+    assert aq.mongo_filter(q) == {"event": {"$nin": ["admin_query", "flow_started"]}}
+    both = aq.parse_query({"exclude_event": "admin_query", "event": "login_failed"}, now=NOW)
+    assert aq.mongo_filter(both) == {"event": {"$nin": ["admin_query"], "$in": ["login_failed"]}}
+    with pytest.raises(aq.FilterError) as err:
+        aq.parse_query({"exclude_event": "admin_qury"}, now=NOW)
+    assert err.value.parameter == "exclude_event"
+
+
+@pytest.mark.parametrize("bad", ["idp,idp", "idp,room,day", "day,hour", "colour", ""])
+def test_two_dimensional_stats_names(bad: str) -> None:
+    assert aq.parse_by("idp,day") == ("idp", "day")
+    if bad:
+        with pytest.raises(aq.FilterError):
+            aq.parse_by(bad)

@@ -144,6 +144,7 @@ async def test_json_logs_carry_request_id_and_no_secrets(
         ("room url https://meet/x?jwt=abc.def.ghi", "abc.def.ghi"),
         ("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl seen", "c2lnbmF0dXJl"),
         ("Authorization: Bearer s3cr3t-t0ken", "s3cr3t-t0ken"),
+        ("authorization: bearer AbCdEf", "AbCdEf"),
         ("body logout_token=aaa.bbb.ccc", "aaa.bbb.ccc"),
         ("client_secret=p@ss:w/rd", "p@ss:w/rd"),
     ],
@@ -156,3 +157,10 @@ def test_redaction_applies_to_every_logger(json_logs: io.StringIO) -> None:
     logging.getLogger("some.library").warning("fetched %s", "https://idp/cb?code=abc123secret")
     entry = json.loads(json_logs.getvalue().splitlines()[-1])
     assert "abc123secret" not in entry["message"] and entry["level"] == "WARNING"
+
+
+@pytest.mark.parametrize(
+    "text", ["admin request refused: missing bearer token", "expected a bearer scheme"]
+)
+def test_redaction_leaves_plain_words(text: str) -> None:
+    assert redact(text) == text

@@ -16,6 +16,7 @@ from typing import Any
 
 import pymongo
 from pymongo.errors import PyMongoError
+from tornado.httputil import url_concat
 from tornado.iostream import StreamClosedError
 
 from gateway.handlers.base import GatewayHandler
@@ -133,23 +134,39 @@ class AdminHandler(GatewayHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
         raise NotImplementedError
 
+    async def idp_ids(self, params: dict[str, str | None]) -> set[str]:
+        """IdPs an ``idp`` filter may name (configured or in the log); others get a 400."""
+        configured = [i.id for i in self.gateway.settings.idps]
+        collection = self.gateway.store.audit.collection
+        return await aq.known_idps(collection, configured, params.get("idp"))
+
 
 class AuditQueryHandler(AdminHandler):
     async def answer(self, params: dict[str, str | None]) -> None:
         fmt = params.pop("format", None) or "json"
+        linked = aq.parse_flag("linked", params.pop("linked", None))
         if fmt not in FORMATS:
             raise aq.FilterError("format", f"must be one of {', '.join(FORMATS)}")
         collection = self.gateway.store.audit.collection
         now = self.gateway.now()
         if fmt == "json":
-            q = aq.parse_query(params, now=now, max_limit=self.gateway.settings.admin.max_page_size)
+            max_limit = self.gateway.settings.admin.max_page_size
+            q = aq.parse_query(
+                params, now=now, max_limit=max_limit, idps=await self.idp_ids(params)
+            )
+            q = await aq.link(collection, q) if linked else q
             docs, cursor = await aq.page(collection, q)
             await self.audit_admin("success", query=self.safe_query(), count=len(docs))
-            self.send_json(200, {"events": [aq.to_json(d) for d in docs], "next_cursor": cursor})
+            events = [aq.to_json(d, q.tz) for d in docs]
+            if cursor:  # the next page, for clients that follow links (RFC 8288)
+                following = {**params, "cursor": cursor}
+                self.set_header("Link", f'<{url_concat(self.request.path, following)}>; rel="next"')
+            self.send_json(200, {"events": events, "next_cursor": cursor})
             return
         if "limit" in params or "cursor" in params:
             raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
-        q = aq.parse_query(params, now=now, default_order="asc")
+        q = aq.parse_query(params, now=now, default_order="asc", idps=await self.idp_ids(params))
+        q = await aq.link(collection, q) if linked else q
         await self.export(q, fmt)
 
     async def export(self, q: aq.AuditQuery, fmt: str) -> None:
@@ -161,7 +178,8 @@ class AuditQueryHandler(AdminHandler):
             if fmt == "csv":
                 self.write(aq.csv_header())
             async for chunk in aq.stream(self.gateway.store.audit.collection, q, EXPORT_CHUNK):
-                self.write(aq.ndjson_lines(chunk) if fmt == "ndjson" else aq.csv_rows(chunk))
+                rows = aq.ndjson_lines(chunk, q.tz) if fmt == "ndjson" else aq.csv_rows(chunk, q.tz)
+                self.write(rows)
                 count += len(chunk)
                 await self.flush()  # waits for the socket: memory stays one chunk
             complete = True
@@ -182,13 +200,28 @@ class AuditStatsHandler(AdminHandler):
         bucket = params.pop("bucket", None) or "day"
         if bucket not in aq.BUCKETS:
             raise aq.FilterError("bucket", f"must be one of {', '.join(aq.BUCKETS)}")
+        by = aq.parse_by(params.pop("by", None))
         top_raw = params.pop("top", None) or "10"
         if not top_raw.isdigit() or not 1 <= int(top_raw) <= 100:
             raise aq.FilterError("top", "must be a number between 1 and 100")
-        q = aq.parse_query(params, now=self.gateway.now())
+        q = aq.parse_query(params, now=self.gateway.now(), idps=await self.idp_ids(params))
         for name in aq.PAGE_PARAMS:
             if name in params:
                 raise aq.FilterError(name, "stats take filters only")
-        result = await aq.stats(self.gateway.store.audit.collection, q, bucket, int(top_raw))
+        collection = self.gateway.store.audit.collection
+        result = await aq.stats(collection, q, bucket, int(top_raw), by)
         await self.audit_admin("success", query=self.safe_query())
+        self.send_json(200, result)
+
+
+class AuditPeopleHandler(AdminHandler):
+    """``/admin/audit/people``: distinct persons for the filters, first and last seen."""
+
+    async def answer(self, params: dict[str, str | None]) -> None:
+        q = aq.parse_query(params, now=self.gateway.now(), idps=await self.idp_ids(params))
+        for name in aq.PAGE_PARAMS:
+            if name in params:
+                raise aq.FilterError(name, "people take filters only")
+        result = await aq.people(self.gateway.store.audit.collection, q)
+        await self.audit_admin("success", query=self.safe_query(), count=result["count"])
         self.send_json(200, result)

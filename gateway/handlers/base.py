@@ -150,6 +150,8 @@ class GatewayHandler(RequestHandler):
     # ---- cookies ---------------------------------------------------------------------------
 
     def set_gateway_cookie(self, name: str, value: str, max_age: int | None) -> None:
+        if name == self.gateway.settings.cookies.flow_name:
+            self._flow_binding = value  # audit events of this response name the new flow
         self.set_signed_cookie(
             name,
             value,
@@ -220,12 +222,20 @@ class GatewayHandler(RequestHandler):
                 "email": identity.email,
                 "email_verified": identity.email_verified,
                 "groups": list(identity.groups),
+                "name": identity.name,  # the display name Jitsi shows
             }
             if identity.extra:  # the adapter's allow-listed claims (extra_claims)
                 doc["extra"] = dict(identity.extra)
         sid = fields.pop("session_id", None) or self.session_id()
         if sid:
             doc["session_hash"] = sha256_hex(sid)[:32]
+        # The browser's flow cookie links failures before the ID token (state_reused,
+        # state_browser_mismatch, a bad room) to the sign-in that later names the person.
+        binding = getattr(self, "_flow_binding", None) or self.read_gateway_cookie(
+            self.gateway.settings.cookies.flow_name, 1
+        )
+        if binding:
+            doc["flow_hash"] = sha256_hex("flow:" + binding)[:32]
         doc |= {k: v for k, v in fields.items() if v is not None}
         await self.gateway.store.audit.write(doc)
         observe_audit(self, doc)  # metrics are derived from audit events

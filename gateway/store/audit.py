@@ -68,6 +68,8 @@ INDEXED_FIELDS = (
     "reason",
     "request_id",
     "username",
+    "session_hash",
+    "flow_hash",
 )
 RETENTION_INDEX = "audit_retention"
 FORBIDDEN_KEYS = frozenset(

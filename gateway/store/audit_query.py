@@ -2,9 +2,18 @@
 
 Shared by the HTTP API (``gateway/handlers/admin.py``) and the CLI (``gateway/audit_cli.py``),
 so both accept the same parameters and reject the same bad values (``FilterError`` names the
-parameter). Pages are cut with an opaque cursor over ``(time, _id)``: events arriving while
-someone pages never shift, repeat or hide the events of later pages. Exports iterate a
-server-side cursor, so memory stays constant however large the range.
+parameter). Pages are cut with an opaque keyset cursor over ``(time, _id)``: the next page is
+``time`` strictly past the last event's time, or the same time and ``_id`` strictly past its
+id, written as an explicit equality branch. Nothing relies on a ``$gte``/``$lte`` bound
+being exact, because some MongoDB-wire servers drop values equal to a range bound when the
+range runs over a compound index; ``since`` is written the same way (``> since`` or
+``== since``). So events sharing a millisecond are never skipped or repeated.
+
+Snapshot: oldest-first queries without ``until`` are bounded at the time of the first page
+(the cursor carries that bound), so paging ends even while events keep arriving; newer
+events are on the next query. Newest-first paging needs no bound: new events are newer than
+every page. Exports iterate a server-side cursor, so memory stays constant however large
+the range.
 """
 
 from __future__ import annotations
@@ -16,28 +25,49 @@ import io
 import ipaddress
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from gateway.errors import REASONS
-from gateway.store.audit import OUTCOMES
+from gateway.store.audit import EVENTS, OUTCOMES
 
 Order = Literal["asc", "desc"]
 
 LIST_FIELDS = ("event", "outcome", "idp", "reason")  # comma-separated values allowed
-EXACT_FIELDS = ("subject", "username", "email", "room", "tenant", "client_ip", "request_id")
-FILTER_PARAMS = ("since", "until", *LIST_FIELDS, *EXACT_FIELDS)
+EXACT_FIELDS = (
+    "subject",
+    "username",
+    "email",
+    "room",
+    "tenant",
+    "client_ip",
+    "request_id",
+    "session_hash",
+    "flow_hash",
+)
+EXCLUDE_FIELDS = ("exclude_event",)  # event types left out (e.g. the admins' own queries)
+FILTER_PARAMS = ("since", "until", "tz", *LIST_FIELDS, *EXACT_FIELDS, *EXCLUDE_FIELDS)
+DAY_WORDS = ("today", "yesterday")
 PAGE_PARAMS = ("limit", "order", "cursor")
-EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_VALUE = 512
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets run a cell as a formula when it starts with one of these. "=", "@", tab and CR
+# are always guarded; "+" and "-" only with something a formula needs (a call, a DDE pipe, a
+# sheet reference), so "-curl/8.5" or "+49 30 1234" stay as they are.
+ALWAYS_FORMULA = ("=", "@", "\t", "\r")
+SIGN_FORMULA = re.compile(r"^[+-].*[(|!=@\"\x27;&]", re.DOTALL)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # no event is older: earlier bounds mean "no bound"
+# "+01:00" unencoded in a query string arrives as " 01:00": put the plus sign back
+SPACE_OFFSET = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$"
+)
 
 CSV_COLUMNS = (
     "time",
@@ -50,6 +80,7 @@ CSV_COLUMNS = (
     "username",
     "email",
     "email_verified",
+    "name",
     "groups",
     "room",
     "tenant",
@@ -60,9 +91,14 @@ CSV_COLUMNS = (
     "user_agent",
     "request_id",
     "session_hash",
+    "flow_hash",
     "jti",
     "token_expires_at",
     "detail",
+    "admin",
+    "path",
+    "query",
+    "count",
     "_id",
 )
 
@@ -84,21 +120,55 @@ class AuditQuery:
     order: Order = "desc"
     limit: int = 100
     after: tuple[datetime, str] | None = None  # decoded cursor
+    exclude_events: tuple[str, ...] = ()
+    tz: tzinfo = UTC  # reads naive times and today/yesterday; writes output times
+    # set by ``link``: events of the same browser flow or session also match
+    linked: tuple[dict[str, Any], ...] = ()
 
 
 # ---- parsing -------------------------------------------------------------------------------
 
 
-def parse_time(name: str, value: str, now: datetime) -> datetime:
-    """ISO 8601 (naive means UTC) or a duration back from now: ``30m``, ``24h``, ``7d``."""
-    match = RELATIVE.fullmatch(value.strip())
-    if match:
-        return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+def parse_tz(value: str | None) -> tzinfo:
+    """An IANA time zone name (``Europe/Berlin``) or ``UTC``, for input and output times."""
+    if not value or value.strip().upper() in ("UTC", "Z"):
+        return UTC
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(name, "not an ISO 8601 time or a duration like 30m, 24h, 7d") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return ZoneInfo(value.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise FilterError("tz", f"{value!r} is not an IANA time zone like Europe/Berlin") from None
+
+
+def parse_time(name: str, value: str, now: datetime, tz: tzinfo = UTC) -> datetime:
+    """ISO 8601 (naive means in ``tz``, UTC by default), ``today``/``yesterday`` (midnight
+    in ``tz``) or a duration back from now: ``30m``, ``24h``, ``7d``.
+
+    Times before 1970 come back as ``EPOCH`` (the caller drops such a ``since``).
+    """
+    text = value.strip()
+    if text.lower() in DAY_WORDS:
+        local = now.astimezone(tz)
+        day = local.date() - timedelta(days=DAY_WORDS.index(text.lower()))
+        return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+    match = RELATIVE.fullmatch(text)
+    if match:
+        try:
+            return max(now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))}), EPOCH)
+        except OverflowError:
+            return EPOCH
+    spaced = SPACE_OFFSET.fullmatch(text)
+    if spaced:
+        text = f"{spaced.group(1)}+{spaced.group(2)}"
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = (parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise FilterError(
+            name,
+            "not an ISO 8601 time, today, yesterday or a duration like 30m, 24h, 7d"
+            " (write a + in an offset as %2B in a URL)",
+        ) from None
+    return max(parsed, EPOCH)
 
 
 def _check_value(name: str, value: str) -> str:
@@ -107,8 +177,8 @@ def _check_value(name: str, value: str) -> str:
         raise FilterError(name, "is empty")
     if len(value) > MAX_VALUE or any(ord(c) < 32 for c in value):
         raise FilterError(name, "too long or has control characters")
-    if name == "event" and not EVENT_NAME.fullmatch(value):
-        raise FilterError(name, f"{value!r} is not an event name")
+    if name == "event" and value not in EVENTS:
+        raise FilterError(name, f"{value!r} is not an event name (one of {', '.join(EVENTS)})")
     if name == "outcome" and value not in OUTCOMES:
         raise FilterError(name, f"{value!r} is not one of {', '.join(OUTCOMES)}")
     if name == "reason" and value not in REASONS:
@@ -131,15 +201,25 @@ def parse_query(
     default_limit: int = 100,
     max_limit: int = 1000,
     extra: tuple[str, ...] = (),
+    idps: Collection[str] | None = None,
 ) -> AuditQuery:
-    """Validate request parameters into a query; unknown parameters are refused too."""
+    """Validate request parameters into a query; unknown parameters are refused too.
+
+    ``idps`` are the configured IdP ids: an ``idp`` value outside them is refused (a typo
+    would otherwise answer an empty page). ``None`` skips the check (no settings at hand).
+    """
     known = set(FILTER_PARAMS) | set(PAGE_PARAMS) | set(extra)
     for name in params:
         if name not in known:
             raise FilterError(name, "unknown parameter")
     values = {k: v for k, v in params.items() if v is not None}
-    since = parse_time("since", values["since"], now) if "since" in values else None
-    until = parse_time("until", values["until"], now) if "until" in values else None
+    tz = parse_tz(values.get("tz"))
+    since = parse_time("since", values["since"], now, tz) if "since" in values else None
+    until = parse_time("until", values["until"], now, tz) if "until" in values else None
+    if until is not None and until <= EPOCH:
+        raise FilterError("until", "is before 1970: no event is that old")
+    if since is not None and since <= EPOCH:
+        since = None  # before every event: no lower bound (and no slow scan from year 1)
     if since and until and since >= until:
         raise FilterError("until", "must be later than since")
     fields: dict[str, list[str]] = {}
@@ -149,6 +229,17 @@ def parse_query(
     for name in EXACT_FIELDS:
         if name in values:
             fields[name] = [_check_value(name, values[name])]
+    excluded: tuple[str, ...] = ()
+    if "exclude_event" in values:
+        try:
+            excluded = tuple(_check_value("event", v) for v in values["exclude_event"].split(","))
+        except FilterError as exc:
+            raise FilterError("exclude_event", exc.message) from None
+    if idps is not None:
+        for value in fields.get("idp", []):
+            if value not in idps:
+                known_ids = ", ".join(sorted(idps)) or "none configured"
+                raise FilterError("idp", f"{value!r} is not a configured IdP ({known_ids})")
     order = values.get("order", default_order)
     if order not in ("asc", "desc"):
         raise FilterError("order", "must be asc or desc")
@@ -160,60 +251,162 @@ def parse_query(
             raise FilterError("limit", "not a number") from None
         if not 1 <= limit <= max_limit:
             raise FilterError("limit", f"must be between 1 and {max_limit}")
-    after = decode_cursor(values["cursor"], order) if "cursor" in values else None
-    return AuditQuery(since, until, fields, order, limit, after)  # type: ignore[arg-type]
+    after = None
+    if "cursor" in values:
+        after, snapshot = decode_cursor(values["cursor"], order)
+        if snapshot is not None and (until is None or snapshot < until):
+            until = snapshot
+    elif order == "asc" and until is None:
+        until = snapshot_bound(now)
+    return AuditQuery(since, until, fields, order, limit, after, excluded, tz)  # type: ignore[arg-type]
+
+
+async def known_idps(
+    collection: AsyncCollection, configured: Collection[str], wanted: str | None
+) -> set[str]:
+    """The IdP ids an ``idp`` filter may name: the configured ones, and (asked only when a
+    wanted value is not configured) every id found in the log, so a retired IdP's history
+    stays searchable while a typo is refused."""
+    known = set(configured)
+    names = {v.strip() for v in (wanted or "").split(",") if v.strip()}
+    if names - known:
+        known |= {str(v) for v in await collection.distinct("idp") if v}
+    return known
+
+
+def parse_flag(name: str, value: str | None) -> bool:
+    if value in (None, "", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise FilterError(name, "must be true or false")
+
+
+def snapshot_bound(now: datetime) -> datetime:
+    """The exclusive upper bound of an oldest-first query: everything stored up to ``now``."""
+    return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(
+        milliseconds=1
+    )
 
 
 # ---- cursor --------------------------------------------------------------------------------
 
 
-def encode_cursor(doc: Mapping[str, Any], order: Order) -> str:
-    ms = int(doc["time"].timestamp() * 1000)
-    raw = json.dumps({"t": ms, "i": doc["_id"], "o": order}, separators=(",", ":"))
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def encode_cursor(doc: Mapping[str, Any], order: Order, until: datetime | None = None) -> str:
+    """The next page's position; ``until`` (the snapshot bound) travels with it."""
+    data: dict[str, Any] = {"t": _ms(doc["time"]), "i": doc["_id"], "o": order}
+    if until is not None:
+        data["u"] = _ms(until)
+    raw = json.dumps(data, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(value: str, order: Order) -> tuple[datetime, str]:
+def decode_cursor(value: str, order: Order) -> tuple[tuple[datetime, str], datetime | None]:
+    """``((time, _id), until)`` of a cursor made by ``encode_cursor``."""
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         data = json.loads(raw)
         moment = datetime.fromtimestamp(int(data["t"]) / 1000, UTC)
         event_id = data["i"]
         made_for = data["o"]
+        until = datetime.fromtimestamp(int(data["u"]) / 1000, UTC) if "u" in data else None
     except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError):
         raise FilterError("cursor", "not a cursor returned by this API") from None
     if not isinstance(event_id, str) or made_for not in ("asc", "desc"):
         raise FilterError("cursor", "not a cursor returned by this API")
     if made_for != order:
         raise FilterError("cursor", f"was made for order={made_for}; keep the same order")
-    return moment, event_id
+    return (moment, event_id), until
 
 
 # ---- MongoDB -------------------------------------------------------------------------------
 
 
-def mongo_filter(q: AuditQuery) -> dict[str, Any]:
-    """One flat document (no ``$and``/``$or``), so every planner picks the field's index.
+MS = timedelta(milliseconds=1)
 
-    A cursor adds only a time bound (inclusive); ``page`` drops the ties already shown.
+
+def _ceil_ms(moment: datetime) -> datetime:
+    """Up to the next whole millisecond: BSON dates have no finer precision."""
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return floor if floor == moment else floor + MS
+
+
+def mongo_filter(q: AuditQuery) -> dict[str, Any]:
+    """The filter document: field equalities and only strict ``time`` bounds.
+
+    BSON dates are whole milliseconds, so ``time >= since`` is written ``time > since - 1 ms``
+    (exact, and still one flat range every planner serves from the (field, time, _id)
+    index). With a cursor this is the "strictly past the cursor's time" branch of the
+    keyset; ``tie_filter`` is the other one. Nothing relies on ``$gte``/``$lte`` being exact:
+    some MongoDB-wire servers drop values equal to such a bound when they scan a compound
+    index.
     """
     found: dict[str, Any] = {}
-    time_range: dict[str, datetime] = {}
-    if q.since:
-        time_range["$gte"] = q.since
-    if q.until:
-        time_range["$lt"] = q.until
-    if q.after:
-        moment = q.after[0]
-        if q.order == "desc":
-            time_range["$lte"] = moment  # beside "$lt": until, both apply
-        else:
-            time_range["$gte"] = max(moment, q.since) if q.since else moment
-    if time_range:
-        found["time"] = time_range
     for name, values in q.fields.items():
         found[name] = values[0] if len(values) == 1 else {"$in": values}
+    if q.exclude_events:
+        wanted = found.get("event")
+        found["event"] = {"$nin": list(q.exclude_events)}
+        if isinstance(wanted, str):
+            found["event"]["$in"] = [wanted]
+        elif wanted:
+            found["event"] |= wanted
+    if q.linked:
+        found = {"$or": [found, *q.linked]} if found else {}
+    time_range: dict[str, datetime] = {}
+    if q.until:
+        time_range["$lt"] = _ceil_ms(q.until)
+    if q.since:
+        time_range["$gt"] = _ceil_ms(q.since) - MS
+    if q.after is not None:  # strictly past the cursor's millisecond; ties: see keyset()
+        moment = q.after[0]
+        if q.order == "desc":
+            time_range["$lt"] = min(moment, time_range.get("$lt", moment))
+        else:
+            time_range["$gt"] = max(moment, time_range.get("$gt", moment))
+    if time_range:
+        found["time"] = time_range
     return found
+
+
+def tie_filter(q: AuditQuery) -> dict[str, Any] | None:
+    """The keyset's equality branch: the cursor's very millisecond, ``_id`` past its id.
+
+    Sent as its own query (before ``mongo_filter``'s strict range) rather than inside an
+    ``$or``: each branch is then one flat, index-served filter on every server.
+    """
+    if q.after is None:
+        return None
+    moment, event_id = q.after
+    bounded = replace(q, after=None)
+    if (q.since and moment < q.since) or (q.until and moment >= q.until):
+        return None
+    found = {k: v for k, v in mongo_filter(bounded).items() if k != "time"}
+    return found | {"time": moment, "_id": {"$lt" if q.order == "desc" else "$gt": event_id}}
+
+
+LINK_FIELDS = ("flow_hash", "session_hash")
+MAX_LINKS = 500
+
+
+async def link(collection: AsyncCollection, q: AuditQuery) -> AuditQuery:
+    """``linked=true``: the query widened to every event (in the same time range) of the
+    browser flows and sessions its own events belong to. So a person's e-mail also finds
+    the failures before the ID token (``state_reused``, ``state_browser_mismatch``, a bad
+    room) that carry no identity but the same flow cookie or session."""
+    if not q.fields:
+        raise FilterError("linked", "needs a filter naming the person (email, subject, ...)")
+    base = AuditQuery(q.since, q.until, q.fields, exclude_events=q.exclude_events, tz=q.tz)
+    linked: list[dict[str, Any]] = []
+    for name in LINK_FIELDS:
+        values = [v for v in await collection.distinct(name, mongo_filter(base)) if v]
+        if values:
+            linked.append({name: {"$in": values[:MAX_LINKS]}})
+    return replace(q, linked=tuple(linked))
 
 
 def sort_spec(order: Order) -> list[tuple[str, int]]:
@@ -226,31 +419,24 @@ async def page(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of events and the cursor of the next page (None on the last).
 
-    The filter bounds ``time`` only (``<=`` or ``>=`` the cursor's time: a plain range every
-    planner serves from the (field, time, _id) index); events at exactly the cursor's time
-    that were already shown are skipped here, so ties are split exactly by ``_id``.
+    With a cursor, the keyset is read as its two branches in order: the rest of the cursor's
+    millisecond (``tie_filter``), then strictly past it (``mongo_filter``).
     """
-    cursor = collection.find(mongo_filter(q), sort=sort_spec(q.order), batch_size=q.limit + 1)
     docs: list[dict[str, Any]] = []
-    try:
-        async for doc in cursor:
-            if q.after is not None and _already_shown(doc, q.after, q.order):
-                continue
-            docs.append(doc)
-            if len(docs) > q.limit:
-                break
-    finally:
-        await cursor.close()
+    branches = [tie_filter(q), mongo_filter(q)]
+    for found in branches:
+        if found is None or len(docs) > q.limit:
+            continue
+        want = q.limit + 1 - len(docs)
+        cursor = collection.find(found, sort=sort_spec(q.order), limit=want)
+        try:
+            docs += await cursor.to_list(want)
+        finally:
+            await cursor.close()
     more = len(docs) > q.limit
     docs = docs[: q.limit]
-    return docs, encode_cursor(docs[-1], q.order) if more and docs else None
-
-
-def _already_shown(doc: Mapping[str, Any], after: tuple[datetime, str], order: Order) -> bool:
-    moment, event_id = after
-    if doc["time"] != moment:
-        return False
-    return doc["_id"] >= event_id if order == "desc" else doc["_id"] <= event_id
+    snapshot = q.until if q.order == "asc" else None
+    return docs, encode_cursor(docs[-1], q.order, snapshot) if more and docs else None
 
 
 async def stream(
@@ -278,8 +464,35 @@ async def _aggregate(collection: AsyncCollection, pipeline: list[dict[str, Any]]
     return await (await collection.aggregate(pipeline)).to_list(None)
 
 
+GRID_FIELDS = ("idp", "event", "outcome", "reason", "room")
+
+
+def parse_by(value: str | None) -> tuple[str, ...]:
+    """``by=idp,day``: one or two of the grid fields and the time bucket (``day``/``hour``)."""
+    if not value:
+        return ()
+    names = tuple(v.strip() for v in value.split(","))
+    allowed = (*GRID_FIELDS, *BUCKETS)
+    for name in names:
+        if name not in allowed:
+            raise FilterError("by", f"{name!r} is not one of {', '.join(allowed)}")
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names):
+        raise FilterError("by", "names one or two different dimensions")
+    if all(n in BUCKETS for n in names):
+        raise FilterError("by", "day and hour together: pick one")
+    return names
+
+
+def _zone_name(tz: tzinfo) -> str:
+    return "UTC" if tz is UTC else str(getattr(tz, "key", "UTC"))
+
+
 async def stats(
-    collection: AsyncCollection, q: AuditQuery, bucket: str = "day", top: int = 10
+    collection: AsyncCollection,
+    q: AuditQuery,
+    bucket: str = "day",
+    top: int = 10,
+    by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Counts per time bucket, IdP, outcome and event; top failure reasons and rooms;
     distinct users ((idp, subject) pairs). One pipeline: the range is read once, then
@@ -295,8 +508,13 @@ async def stats(
             {"$limit": top},
         ]
 
-    date = {"$dateToString": {"format": BUCKETS[bucket], "date": "$time"}}
-    facets = {
+    def date_of(size: str) -> dict[str, Any]:
+        # buckets in the query's time zone: "today" in Berlin is one Berlin day
+        fmt = BUCKETS[size].replace("Z", "") if q.tz is not UTC else BUCKETS[size]
+        return {"$dateToString": {"format": fmt, "date": "$time", "timezone": _zone_name(q.tz)}}
+
+    date = date_of(bucket)
+    facets: dict[str, Any] = {
         "buckets": [{"$group": {"_id": date, "n": one}}, {"$sort": {"_id": 1}}],
         "idp": [{"$group": {"_id": "$idp", "n": one}}],
         "outcome": [{"$group": {"_id": "$outcome", "n": one}}],
@@ -309,6 +527,9 @@ async def stats(
             {"$count": "n"},
         ],
     }
+    if by:
+        key = {n: date_of(n) if n in BUCKETS else f"${n}" for n in by}
+        facets["grid"] = [{"$group": {"_id": key, "n": one}}, {"$sort": {"_id": 1}}]
     fields = ("time", "idp", "outcome", "event", "reason", "room", "subject")
     pipeline = [
         {"$match": mongo_filter(q)},
@@ -322,9 +543,16 @@ async def stats(
         return {str(r["_id"]) if r["_id"] is not None else "(none)": r["n"] for r in rows}
 
     outcomes = as_map(results["outcome"])
+    grid = [
+        {**{n: (r["_id"] or {}).get(n) for n in by}, "count": r["n"]}
+        for r in results.get("grid", [])
+    ]
+    grid.sort(key=lambda r: tuple(str(r[n] or "") for n in by))
     return {
-        "since": iso(q.since),
-        "until": iso(q.until),
+        "since": iso(q.since, q.tz),
+        "until": iso(q.until, q.tz),
+        "tz": _zone_name(q.tz),
+        **({"by": list(by), "grid": grid} if by else {}),
         "bucket": bucket,
         "total": sum(outcomes.values()),
         "per_bucket": [{"time": r["_id"], "count": r["n"]} for r in results["buckets"]],
@@ -337,21 +565,69 @@ async def stats(
     }
 
 
+async def people(collection: AsyncCollection, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
+    """Distinct persons ((idp, subject)) among the matching events: name, e-mail, username,
+    first and last seen, and how many events; first seen first."""
+    match = mongo_filter(q)
+    match.setdefault("subject", {"$exists": True})
+    pipeline = [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": {"idp": "$idp", "subject": "$subject"},
+                "name": {"$max": "$name"},
+                "email": {"$max": "$email"},
+                "username": {"$max": "$username"},
+                "first_seen": {"$min": "$time"},
+                "last_seen": {"$max": "$time"},
+                "events": {"$sum": 1},
+            }
+        },
+        {"$sort": {"first_seen": 1}},
+        {"$limit": limit + 1},
+    ]
+    rows = await _aggregate(collection, pipeline)
+    persons = [
+        {
+            "idp": r["_id"].get("idp"),
+            "subject": r["_id"].get("subject"),
+            "name": r.get("name"),
+            "email": r.get("email"),
+            "username": r.get("username"),
+            "first_seen": iso(r["first_seen"], q.tz),
+            "last_seen": iso(r["last_seen"], q.tz),
+            "events": r["events"],
+        }
+        for r in rows[:limit]
+    ]
+    return {
+        "since": iso(q.since, q.tz),
+        "until": iso(q.until, q.tz),
+        "count": len(persons),
+        "truncated": len(rows) > limit,
+        "people": persons,
+    }
+
+
 # ---- output --------------------------------------------------------------------------------
 
 
-def iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None, tz: tzinfo = UTC) -> str | None:
+    """ISO 8601 with milliseconds: ``...Z`` in UTC, ``...+01:00`` in another zone."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.astimezone(tz).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if tz is UTC else text
 
 
-def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """An event as plain JSON: datetimes as ISO 8601 UTC strings."""
+def to_json(doc: Mapping[str, Any], tz: tzinfo = UTC) -> dict[str, Any]:
+    """An event as plain JSON: datetimes as ISO 8601 strings (UTC unless ``tz``)."""
 
     def convert(value: Any) -> Any:
         if isinstance(value, datetime):
-            return iso(value)
+            return iso(value, tz)
         if isinstance(value, Mapping):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -361,8 +637,8 @@ def to_json(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: convert(v) for k, v in doc.items()}
 
 
-def ndjson_lines(docs: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(to_json(d), separators=(",", ":")) + "\n" for d in docs)
+def ndjson_lines(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
+    return "".join(json.dumps(to_json(d, tz), separators=(",", ":")) + "\n" for d in docs)
 
 
 def csv_header() -> str:
@@ -371,20 +647,31 @@ def csv_header() -> str:
     return out.getvalue()
 
 
-def csv_rows(docs: list[dict[str, Any]]) -> str:
+def csv_cell(value: Any) -> str:
+    """One CSV cell: booleans as true/false (as in JSON), lists space-separated, objects as
+    JSON, and a leading ' where a spreadsheet would run the text as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        value = " ".join(csv_cell(v) for v in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    if text[:1] in ALWAYS_FORMULA or SIGN_FORMULA.match(text):
+        return "'" + text
+    return text
+
+
+def csv_rows(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     for doc in docs:
-        plain = to_json(doc)
+        plain = to_json(doc, tz)
         row = []
         for column in CSV_COLUMNS:
             value = plain.get(column)
-            if isinstance(value, list):
-                value = " ".join(str(v) for v in value)
-            elif isinstance(value, dict):
-                value = json.dumps(value, separators=(",", ":"))
-            if isinstance(value, str) and value[:1] in FORMULA_START:
-                value = "'" + value  # a spreadsheet must not run a user agent as a formula
-            row.append("" if value is None else value)
+            row.append(csv_cell(value))
         writer.writerow(row)
     return out.getvalue()

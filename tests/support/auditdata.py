@@ -38,6 +38,7 @@ def event(i: int, start: datetime = START, step: timedelta = timedelta(minutes=7
             "outcome": "success",
             "subject": f"user{user}-sub",
             "username": f"user{user}",
+            "name": f"User Number {user}",
             "email": f"User{user}@Example.org",
             "email_verified": user % 2 == 0,
             "groups": ["staff"] if user % 3 else ["staff", "admins"],
