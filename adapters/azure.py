@@ -69,6 +69,15 @@ class AzureAdapter(GenericAdapter):
             return configured.replace(TENANT_PLACEHOLDER, tid)
         return configured
 
+    def accepts_issuer(self, configured: str, value: str) -> bool:
+        """The configured issuer, or its ``{tenantid}`` filled with a GUID."""
+        if value == configured:
+            return True
+        if TENANT_PLACEHOLDER not in configured:
+            return False
+        pattern = re.escape(configured).replace(re.escape(TENANT_PLACEHOLDER), GUID.pattern)
+        return re.fullmatch(pattern, value) is not None
+
     def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
         tid = claims.get("tid")
         if not isinstance(tid, str) or not GUID.fullmatch(tid):

@@ -177,9 +177,18 @@ class AuthorizationParams(Protocol):
 
 @runtime_checkable
 class IssuerResolver(Protocol):
-    """Optional: accept an ID-token issuer other than the configured one (templated issuers)."""
+    """Optional: issuers other than the configured one (templated issuers such as Entra's
+    ``{tenantid}``). Both rules live with the adapter; the gateway has none of its own.
+
+    ``resolve_issuer``: the issuer an ID token with these claims must carry.
+    ``accepts_issuer``: whether an RFC 9207 ``iss`` response parameter (or a back-channel
+    logout token's unverified ``iss``, to find its IdP) may belong to this IdP; it is read
+    before any token is verified, so it must be as narrow as the template allows.
+    """
 
     def resolve_issuer(self, configured: str, claims: Claims) -> str: ...
+
+    def accepts_issuer(self, configured: str, value: str) -> bool: ...
 
 
 class JsonHttp(Protocol):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.embedded import EmbeddedMongo
+from gateway.devtools.embedded import EmbeddedMongo
 from gateway.store import Store
 from gateway.store import audit_query as aq
 from tests.support import auditdata

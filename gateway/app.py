@@ -56,6 +56,8 @@ class NotFoundHandler(GatewayHandler):
 
 def make_app(gateway: Gateway) -> tornado.web.Application:
     deps = {"gateway": gateway}
+    metrics = Metrics(gateway)
+    gateway.audit.observers[:] = [metrics.observe_audit]  # metrics come from audit events
     routes = [
         (r"/oidc/auth", AuthHandler, deps),
         (r"/oidc/redirect/([a-z0-9][a-z0-9_-]{0,31})", CallbackHandler, deps),
@@ -85,7 +87,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         default_handler_args=deps,
         xsrf_cookies=False,
         compress_response=False,
-        metrics=Metrics(gateway),
+        metrics=metrics,
         log_function=log_request,
     )
 

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import pymongo
 from pymongo.errors import PyMongoError
 
+from gateway.config import ConfigError, Mongo, load_settings_file, settings_file
 from gateway.errors import GatewayError
 from gateway.store import Store
 from gateway.store import audit_query as aq
@@ -166,11 +167,11 @@ class StoreCommand:
         """IdPs an ``idp`` filter may name (configured or in the log); None: no settings."""
         if self.idps is None:
             return None
-        return await aq.known_idps(self.store.audit.collection, self.idps, params.get("idp"))
+        return await self.store.audit.reader.known_idps(self.idps, params.get("idp"))
 
     async def audit(self, outcome: str, **fields: Any) -> str:
         """Write this command's ``admin_query`` event; returns its id."""
-        event_id = self.store.audit.new_id(_now())
+        event_id = self.store.audit.new_id(utc_now())
         try:
             user = getpass.getuser()
         except (OSError, KeyError):
@@ -191,11 +192,8 @@ class StoreCommand:
 
 
 def _connect(args: argparse.Namespace) -> StoreCommand:
-    from gateway.cli import _load, _settings_path
-    from gateway.config import ConfigError, Mongo
-
-    path = _settings_path(args)
-    settings = _load(path) if path else None
+    path = settings_file(args.config)
+    settings = load_settings_file(path) if path else None
     mongo = settings.mongodb if settings else Mongo()
     uri = args.mongodb_uri or mongo.uri
     if not uri:
@@ -211,7 +209,7 @@ def _filters(args: argparse.Namespace) -> dict[str, str | None]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _run(
+def run_store_command(
     args: argparse.Namespace,
     body: Callable[[StoreCommand], Any],
     *,
@@ -288,7 +286,7 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -332,10 +330,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     async def body(session: StoreCommand) -> None:
         idps = await session.idps_for(params)
-        q = aq.parse_query(params, now=_now(), max_limit=10000, idps=idps)
+        q = aq.parse_query(params, now=utc_now(), max_limit=10000, idps=idps)
         if args.linked:
-            q = await aq.link(session.store.audit.collection, q)
-        docs, cursor = await aq.page(session.store.audit.collection, q)
+            q = await session.store.audit.reader.link(q)
+        docs, cursor = await session.store.audit.reader.page(q)
         session.count = len(docs)
         out = sys.stdout
         if args.format == "json":
@@ -352,7 +350,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         if cursor:  # on stderr: the output itself stays one clean table, CSV or JSON
             print(f"-- more: --cursor {cursor}", file=sys.stderr)
 
-    return _run(args, body)
+    return run_store_command(args, body)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -361,8 +359,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             raise aq.FilterError("top", "must be between 1 and 100")
         params = _filters(args)
         by = aq.parse_by(args.by)
-        q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
-        result = await aq.stats(session.store.audit.collection, q, args.bucket, args.top, by)
+        q = aq.parse_query(params, now=utc_now(), idps=await session.idps_for(params))
+        result = await session.store.audit.reader.stats(q, args.bucket, args.top, by)
         if args.format == "json":
             print(json.dumps(result, indent=2))
             return
@@ -395,24 +393,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for row in result["per_bucket"]:
             print(f"  {row['time']:<28} {row['count']:>10}")
 
-    return _run(args, body)
+    return run_store_command(args, body)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     def run_to(out: TextIO) -> int:
         async def body(session: StoreCommand) -> None:
             params = _filters(args) | {"order": args.order}
-            q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
+            q = aq.parse_query(params, now=utc_now(), idps=await session.idps_for(params))
             if args.format == "csv":
                 out.write(aq.csv_header())
             session.count = 0
-            async for chunk in aq.stream(session.store.audit.collection, q):
+            async for chunk in session.store.audit.reader.stream(q):
                 ndjson = args.format == "ndjson"
                 out.write(aq.ndjson_lines(chunk, q.tz) if ndjson else aq.csv_rows(chunk, q.tz))
                 session.count += len(chunk)
             out.flush()
 
-        return _run(args, body)
+        return run_store_command(args, body)
 
     if not args.output:
         return run_to(sys.stdout)
@@ -423,8 +421,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_people(args: argparse.Namespace) -> int:
     async def body(session: StoreCommand) -> None:
         params = _filters(args)
-        q = aq.parse_query(params, now=_now(), idps=await session.idps_for(params))
-        result = await aq.people(session.store.audit.collection, q)
+        q = aq.parse_query(params, now=utc_now(), idps=await session.idps_for(params))
+        result = await session.store.audit.reader.people(q)
         session.count = result["count"]
         if args.format == "json":
             print(json.dumps(result, indent=2))
@@ -437,7 +435,7 @@ def cmd_people(args: argparse.Namespace) -> int:
             print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         print(f"{result['count']} people" + (" (first 1000 only)" if result["truncated"] else ""))
 
-    return _run(args, body)
+    return run_store_command(args, body)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -456,9 +454,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
         session: StoreCommand, filters: dict[str, str | None], since: datetime, until: datetime
     ) -> Any:
         bounds = {"since": aq.iso(since), "until": aq.iso(until), "order": "asc"}
-        poll = aq.parse_query(filters | bounds, now=_now())
+        poll = aq.parse_query(filters | bounds, now=utc_now())
         with pymongo.timeout(args.timeout):
-            async for chunk in aq.stream(session.store.audit.collection, poll, 500):
+            async for chunk in session.store.audit.reader.stream(poll, 500):
                 for doc in chunk:
                     yield doc
 
@@ -467,9 +465,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
         filters = _filters(args)
         params = filters | {"limit": str(args.lines)}
         idps = await session.idps_for(params)
-        q = aq.parse_query(params, now=_now(), max_limit=10000, idps=idps)
+        q = aq.parse_query(params, now=utc_now(), max_limit=10000, idps=idps)
         with pymongo.timeout(args.timeout):
-            docs, _ = await aq.page(session.store.audit.collection, q)
+            docs, _ = await session.store.audit.reader.page(q)
         session.count = len(docs)
         if args.format == "table":
             table = Table(args)
@@ -478,17 +476,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
             show(doc)
         if not args.follow:
             return
-        newest = docs[0]["time"] if docs else _now()
+        newest = docs[0]["time"] if docs else utc_now()
         # the look-back window up to the last line shown is history, not news: never printed
         upto = newest + timedelta(milliseconds=1)
         history = window(session, filters, newest - lookback, upto)
         seen = {d["_id"]: d["time"] async for d in history}
         seen |= {d["_id"]: d["time"] for d in docs}
         # a follow runs until stopped: audited now, and its own event is not news
-        seen[await session.audit("success")] = _now()
+        seen[await session.audit("success")] = utc_now()
         while args.follow:
             await asyncio.sleep(args.interval)
-            far = _now() + timedelta(days=1)  # events stamped by a clock slightly ahead
+            far = utc_now() + timedelta(days=1)  # events stamped by a clock slightly ahead
             async for doc in window(session, filters, newest - lookback, far):
                 if doc["_id"] in seen:
                     continue
@@ -499,7 +497,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             seen = {k: t for k, t in seen.items() if t >= horizon}
 
     try:
-        return _run(args, body, bounded=not args.follow)
+        return run_store_command(args, body, bounded=not args.follow)
     except KeyboardInterrupt:
         return 0
 

@@ -22,28 +22,21 @@ from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
 from gateway import audit_cli, policy_cli, sessions_cli
-from gateway.config import ENV_PREFIX, ConfigError, Settings, load_settings
+from gateway.config import (
+    DEFAULT_SETTINGS,
+    ENV_PREFIX,
+    ConfigError,
+    Settings,
+    load_settings_file,
+    settings_file,
+)
 
 log = logging.getLogger("gateway")
-
-DEFAULT_SETTINGS = "settings.yaml"
-
-
-def _load(path: str | None) -> Settings:
-    if path is not None and not Path(path).exists():
-        raise ConfigError([f"{path}: file not found"])
-    return load_settings(path)
-
-
-def _settings_path(args: argparse.Namespace) -> str | None:
-    if args.config:
-        return args.config
-    return DEFAULT_SETTINGS if Path(DEFAULT_SETTINGS).exists() else None
 
 
 def _load_required(args: argparse.Namespace) -> Settings:
     """Settings for ``serve``/``check-config``: a file, or at least ``JOG_`` variables."""
-    path = _settings_path(args)
+    path = settings_file(args.config)
     if path is None and not any(k.startswith(ENV_PREFIX) for k in os.environ):
         where = Path(DEFAULT_SETTINGS).absolute()
         raise ConfigError(
@@ -52,7 +45,7 @@ def _load_required(args: argparse.Namespace) -> Settings:
                 f"(or set {ENV_PREFIX}* environment variables)"
             ]
         )
-    return _load(path)
+    return load_settings_file(path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -96,7 +89,7 @@ async def run_server(
 ) -> None:
     """Serve until ``stop`` is set; starts the embedded store when no URI is configured."""
     from gateway.app import build_gateway, make_app, warm_up
-    from gateway.embedded import EmbeddedMongo
+    from gateway.devtools.embedded import EmbeddedMongo
     from gateway.serving import DrainingHTTPServer
     from gateway.store import Store
 
@@ -248,7 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import DemoError, run_demo
+    from gateway.devtools.demo import DemoError, run_demo
     from gateway.logging_setup import configure_logging
 
     configure_logging("INFO", "text")  # redacted, and no query strings in the access log

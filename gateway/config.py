@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.policy import PolicySettings
+from gateway.policy_settings import PolicySettings
 from gateway.tokenservice.settings import TokenServiceSettings
 
 ENV_PREFIX = "JOG_"
@@ -548,6 +548,23 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
                 problems.append(f"{name}: {'.'.join(keys[:i])} is not a mapping or list")
                 break
     return problems
+
+
+DEFAULT_SETTINGS = "settings.yaml"
+
+
+def settings_file(given: str | None) -> str | None:
+    """The settings file a command reads: ``-c FILE``, else ``./settings.yaml`` if present."""
+    if given:
+        return given
+    return DEFAULT_SETTINGS if Path(DEFAULT_SETTINGS).exists() else None
+
+
+def load_settings_file(path: str | None) -> Settings:
+    """Settings from ``path`` (and ``JOG_`` variables); a missing file is a ConfigError."""
+    if path is not None and not Path(path).exists():
+        raise ConfigError([f"{path}: file not found"])
+    return load_settings(path)
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:

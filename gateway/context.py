@@ -8,11 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.auditing import Auditor
 from gateway.config import Settings
 from gateway.http import HttpClient
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi import JitsiTokens
 from gateway.policy import Policy
+from gateway.signin import SignIn
 from gateway.store import Store
 from gateway.tokenservice.service import TokenService
 
@@ -55,6 +57,12 @@ class Gateway:
     clock: Callable[[], float] = field(default=time.time)
     token_service: TokenService | None = None
     inflight: InFlight = field(default_factory=InFlight)
+    audit: Auditor = field(init=False)
+    signin: SignIn = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit = Auditor(self.store.audit, self.now)
+        self.signin = SignIn(self, self.audit)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

@@ -1,38 +1,153 @@
-"""Domain errors. Code below the web layer raises these; only handlers map them to HTTP.
+"""Domain errors and the one table that says what each reason means.
 
-``reason`` is the machine-readable code written to the audit log (a fixed list, see
-``REASONS``); ``detail`` is for operators (logs, audit) and never contains a token, code or
-secret. What a person sees is chosen by the web layer from ``reason`` alone.
+Code below the web layer raises :class:`GatewayError` with a ``reason`` from :data:`REASONS`;
+``detail`` is for operators (logs, audit) and never contains a token, code or secret. The
+table gives each reason its meaning (docs, ``audit reasons``), its HTTP status, what a person
+is shown (title and text, from the reason alone) and the outcome of its audit event. The web
+layer turns a reason into a page or a JSON error from this table and nowhere else.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-REASONS = {
-    "bad_request": "a parameter was missing, too long or malformed",
-    "idp_unknown": "the requested IdP is not configured",
-    "idp_error": "the IdP answered the authorization request with an error",
-    "idp_unreachable": "the IdP's metadata or keys could not be fetched",
-    "state_invalid": "the callback's state is unknown",
-    "state_expired": "the sign-in took longer than the flow lifetime",
-    "state_reused": "the callback's state was already used",
-    "state_browser_mismatch": "the callback came from another browser than the one that started",
-    "issuer_mismatch": "the RFC 9207 iss parameter names another issuer",
-    "code_exchange_failed": "the token endpoint refused the code or failed",
-    "id_token_invalid": "the ID token failed a check (detail names the check)",
-    "nonce_mismatch": "the ID token's nonce does not match the flow",
-    "userinfo_failed": "the userinfo endpoint failed or returned another subject",
-    "claims_invalid": "the adapter could not build an identity from the claims",
-    "policy_denied": "the policy refused this person or room",
-    "store_unavailable": "MongoDB could not be reached",
-    "admin_unauthorized": "an admin API request without a valid admin bearer token",
-    "cross_site_request": "a logout POST from another site (Origin / Sec-Fetch-Site)",
-    "csrf_token_invalid": "a logout POST without the session's form token",
-    "logout_token_invalid": "a back-channel logout token failed a check (detail names it)",
-    "token_request_invalid": "a token-service request was malformed or named a wrong client",
-    "token_grant_invalid": "a token-service code or refresh token was unknown, used or expired",
-    "refresh_token_reused": "a used refresh token came again: its whole family was revoked",
+
+@dataclass(frozen=True)
+class Reason:
+    meaning: str  # for operators: docs and the audit CLI
+    status: int
+    title: str  # what a person is shown
+    text: str
+    outcome: Literal["failure", "info"] = "failure"
+
+
+_START_AGAIN = "Please start again from the room link."
+_NOT_VERIFIED = ("Sign-in could not be verified", "The identity could not be verified.")
+_NOT_CONFIRMED = ("Sign-out was not confirmed", "Please use the sign-out button on this site.")
+
+REASONS: dict[str, Reason] = {
+    "bad_request": Reason(
+        "a parameter was missing, too long or malformed",
+        400,
+        "That link is not valid",
+        "The address is missing something or malformed.",
+    ),
+    "idp_unknown": Reason(
+        "the requested IdP is not configured",
+        400,
+        "Unknown sign-in provider",
+        "The sign-in provider in the link is unknown.",
+    ),
+    "idp_error": Reason(
+        "the IdP answered the authorization request with an error",
+        401,
+        "Sign-in was not completed",
+        "The identity provider did not sign you in.",
+    ),
+    "idp_unreachable": Reason(
+        "the IdP's metadata or keys could not be fetched",
+        502,
+        "Sign-in is unavailable",
+        "The identity provider cannot be reached.",
+    ),
+    "state_invalid": Reason(
+        "the callback's state is unknown", 400, "This sign-in link has expired", _START_AGAIN
+    ),
+    "state_expired": Reason(
+        "the sign-in took longer than the flow lifetime",
+        400,
+        "This sign-in took too long",
+        _START_AGAIN,
+    ),
+    "state_reused": Reason(
+        "the callback's state was already used",
+        400,
+        "This sign-in was already used",
+        _START_AGAIN,
+    ),
+    "state_browser_mismatch": Reason(
+        "the callback came from another browser than the one that started",
+        400,
+        "Sign-in started in another browser",
+        "Please open the room link in this browser and sign in again.",
+    ),
+    "issuer_mismatch": Reason(
+        "the RFC 9207 iss parameter names another issuer",
+        400,
+        "Sign-in could not be verified",
+        "The answer came from the wrong place.",
+    ),
+    "code_exchange_failed": Reason(
+        "the token endpoint refused the code or failed",
+        502,
+        "Sign-in could not be completed",
+        "The identity provider failed.",
+    ),
+    "id_token_invalid": Reason(
+        "the ID token failed a check (detail names the check)", 401, *_NOT_VERIFIED
+    ),
+    "nonce_mismatch": Reason("the ID token's nonce does not match the flow", 401, *_NOT_VERIFIED),
+    "userinfo_failed": Reason(
+        "the userinfo endpoint failed or returned another subject",
+        502,
+        "Sign-in could not be completed",
+        "Your profile could not be read.",
+    ),
+    "claims_invalid": Reason(
+        "the adapter could not build an identity from the claims",
+        403,
+        "Your account cannot be used here",
+        "Your profile is missing details.",
+    ),
+    "policy_denied": Reason(
+        "the policy refused this person or room",
+        403,
+        "Access refused",
+        "Your account may not join this meeting.",
+    ),
+    "store_unavailable": Reason(
+        "MongoDB could not be reached",
+        503,
+        "Sign-in is unavailable",
+        "Please try again in a moment.",
+    ),
+    "admin_unauthorized": Reason(
+        "an admin API request without a valid admin bearer token",
+        401,
+        "Not authorised",
+        "A valid admin token is required.",
+    ),
+    "cross_site_request": Reason(
+        "a logout from another site (Origin / Sec-Fetch-Site)", 403, *_NOT_CONFIRMED
+    ),
+    "csrf_token_invalid": Reason(
+        "a logout POST without the session's form token", 403, *_NOT_CONFIRMED
+    ),
+    "logout_token_invalid": Reason(
+        "a back-channel logout token failed a check (detail names it)",
+        400,
+        "Logout token rejected",
+        "The logout token failed a check.",
+    ),
+    "token_request_invalid": Reason(
+        "a token-service request was malformed or named a wrong client",
+        400,
+        "That link is not valid",
+        "The sign-in request is malformed.",
+    ),
+    "token_grant_invalid": Reason(
+        "a token-service code or refresh token was unknown, used or expired",
+        400,
+        "Sign-in has expired",
+        "Please start again from the meeting.",
+    ),
+    "refresh_token_reused": Reason(
+        "a used refresh token came again: its whole family was revoked",
+        400,
+        "Sign-in has expired",
+        "Please start again from the meeting.",
+    ),
 }
 
 
@@ -44,6 +159,10 @@ class GatewayError(Exception):
             raise ValueError(f"unknown reason code {reason!r}")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-        self.detail = detail or REASONS[reason]
+        self.detail = detail or REASONS[reason].meaning
         #: extra audit fields (e.g. the policy rule that decided)
         self.audit = audit
+
+    @property
+    def info(self) -> Reason:
+        return REASONS[self.reason]

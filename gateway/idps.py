@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.base import Adapter, IssuerResolver
 from gateway.config import ConfigError, IdP, Settings, format_path
@@ -51,6 +52,21 @@ def open_adapters(settings: Settings, registry: Registry) -> dict[str, Adapter]:
     return adapters
 
 
+def _issuer_rules(adapter: Adapter, idp: IdP) -> dict[str, Any]:
+    """The adapter's issuer rules for the relying party (templated issuers), if it has any."""
+    if not isinstance(adapter, IssuerResolver):
+        return {}
+    configured = idp.issuer
+
+    def issuer_check(iss: str, claims: dict) -> bool:
+        return iss == adapter.resolve_issuer(configured, claims)
+
+    def accepts_issuer(value: str) -> bool:
+        return adapter.accepts_issuer(configured, value)
+
+    return {"issuer_check": issuer_check, "accepts_issuer": accepts_issuer}
+
+
 def open_idps(
     settings: Settings,
     registry: Registry,
@@ -61,13 +77,12 @@ def open_idps(
     out: dict[str, ConfiguredIdP] = {}
     for idp in settings.idps:
         adapter = adapters[idp.id]
-        issuer_check = None
-        if isinstance(adapter, IssuerResolver):
-            resolver = adapter
-
-            def issuer_check(iss: str, claims: dict, _r=resolver, _cfg=idp.issuer) -> bool:
-                return iss == _r.resolve_issuer(_cfg, claims)
-
-        rp = RelyingParty(idp, http, clock=clock, issuer_check=issuer_check)
+        rp = RelyingParty(
+            idp,
+            http,
+            redirect_uri=settings.redirect_uri(idp.id),
+            clock=clock,
+            **_issuer_rules(adapter, idp),
+        )
         out[idp.id] = ConfiguredIdP(idp, adapter, rp)
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import AdapterError, Identity
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, load_settings_file, settings_file
 from gateway.policy import Decision, Policy
 from gateway.rooms import valid_room
 
@@ -86,9 +86,8 @@ def _describe(title: str, decision: Decision) -> list[str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.cli import _load, _settings_path
 
-    settings = _load(_settings_path(args))
+    settings = load_settings_file(settings_file(args.config))
     if not valid_room(args.room):
         raise ConfigError([f"--room: {args.room!r} is not a room name the gateway accepts"])
     identity = build_identity(settings, args)

@@ -97,7 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     async def body(session: audit_cli.StoreCommand) -> None:
         store = session.store
-        now = audit_cli._now()
+        now = audit_cli.utc_now()
         docs = await sa.live_sessions(store, selector, now)
         await store.audit.write(
             {
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         _print([sa.summary(d) for d in docs], args.format, "sessions", "no live sessions match")
 
-    return audit_cli._run(args, body, audited=False)
+    return audit_cli.run_store_command(args, body, audited=False)
 
 
 def cmd_end(args: argparse.Namespace) -> int:
@@ -122,10 +122,10 @@ def cmd_end(args: argparse.Namespace) -> int:
 
     async def body(session: audit_cli.StoreCommand) -> None:
         ended = await sa.end_sessions(
-            session.store, selector, audit_cli._now(), admin=_cli_admin(args), via="cli"
+            session.store, selector, audit_cli.utc_now(), admin=_cli_admin(args), via="cli"
         )
         _print(ended, args.format, "ended", "no live sessions match: nothing ended")
         if ended and args.format == "table":
             print(f"ended {len(ended)} session(s); their next room request signs in again")
 
-    return audit_cli._run(args, body, audited=False)
+    return audit_cli.run_store_command(args, body, audited=False)

@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser
 
-from gateway.embedded import EmbeddedMongo
+from gateway.devtools.embedded import EmbeddedMongo
+from gateway.devtools.op import TestOP
 from tests.support.browser import launch_chromium
 from tests.support.gateway import GatewayUnderTest, start_gateway
-from tests.support.op import TestOP
 
 ID_TOKEN_TTL = 120
 

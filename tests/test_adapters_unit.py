@@ -12,7 +12,6 @@ from adapters.azure import AzureAdapter, AzureOptions
 from adapters.base import AccessDenied, AdapterError
 from adapters.google import GoogleAdapter, GoogleOptions
 from adapters.keycloak import KeycloakAdapter, KeycloakOptions
-from gateway.oidc.metadata import issuer_matches
 from gateway.routing import eligible_idps, idp_for_email
 
 TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -143,8 +142,9 @@ def test_azure_email_trust_and_overage() -> None:
     ],
     ids=["equal", "trailing-slash", "template-guid", "template-not-guid", "template-other-host"],
 )
-def test_issuer_matches(configured: str, value: str, ok: bool) -> None:
-    assert issuer_matches(configured, value) is ok
+def test_entra_accepts_issuer(configured: str, value: str, ok: bool) -> None:
+    """The {tenantid} template is the Entra adapter's rule (RFC 9207 iss, logout tokens)."""
+    assert azure().accepts_issuer(configured, value) is ok
 
 
 def idp(id_: str, rooms: tuple[str, ...] = (), tenants: tuple[str, ...] = (), domains=()) -> Any:

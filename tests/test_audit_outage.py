@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.embedded import EmbeddedMongo
+from gateway.devtools.embedded import EmbeddedMongo
+from gateway.devtools.op import TestOP
 from tests.support.gateway import GatewayUnderTest, start_gateway
-from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,10 +15,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
-from gateway.standin import make_standin
+from gateway.devtools.op import TestOP
+from gateway.devtools.standin import make_standin
 from tests.support.browser import sign_in_in_chromium
 from tests.support.gateway import start_gateway
-from tests.support.op import TestOP
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 

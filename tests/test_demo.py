@@ -13,7 +13,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.support.op import TestOP
+from gateway.devtools.op import TestOP
 
 
 def free_port() -> int:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from gateway.devtools.op import TestOP
 from tests.support.gateway import GatewayUnderTest, start_gateway
-from tests.support.op import TestOP
 
 pytestmark = pytest.mark.asyncio
 
@@ -195,7 +195,7 @@ async def test_a_gateway_started_before_mongodb_gets_its_indexes_when_it_arrives
 ) -> None:
     """Not ready (and saying why) while MongoDB is away; indexes created as soon as it
     answers; ready after that, without a restart."""
-    from gateway.embedded import EmbeddedMongo
+    from gateway.devtools.embedded import EmbeddedMongo
     from tests.support.nginx import free_port
 
     port = free_port()
@@ -233,7 +233,7 @@ async def test_acknowledged_sign_ins_survive_a_store_crash(op: TestOP, tmp_path:
     at commit)."""
     from pymongo import AsyncMongoClient
 
-    from gateway.embedded import EmbeddedMongo
+    from gateway.devtools.embedded import EmbeddedMongo
 
     storage = tmp_path / "db"
     server = await asyncio.to_thread(EmbeddedMongo(storage).start)

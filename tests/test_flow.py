@@ -10,7 +10,7 @@ import jwt
 import pytest
 from tornado.web import create_signed_value, decode_signed_value
 
-from gateway.oidc.pkce import sha256_hex
+from gateway.hashing import sha256_hex
 from tests.conftest import ID_TOKEN_TTL
 from tests.support.gateway import (
     APP_SECRET,

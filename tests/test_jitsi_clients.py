@@ -21,7 +21,8 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
 from gateway.config import Apps
-from gateway.standin import make_standin
+from gateway.devtools.op import TestOP
+from gateway.devtools.standin import make_standin
 from tests.support.browser import sign_in_in_chromium
 from tests.support.gateway import APP_SECRET, JITSI_BASE, GatewayUnderTest, start_gateway
 from tests.support.jitsi_web import (
@@ -30,7 +31,6 @@ from tests.support.jitsi_web import (
     jitsi_token,
     jitsi_token_auth_url,
 )
-from tests.support.op import TestOP
 
 # A room URL an embedder or a person might open: toolbar, nested config, ICE servers, an
 # interface override, and a key Jitsi itself does not carry over (foo).

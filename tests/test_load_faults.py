@@ -25,10 +25,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from gateway.embedded import EmbeddedMongo
+from gateway.devtools.embedded import EmbeddedMongo
+from gateway.devtools.op import TestOP
 from tests.support.gateway import start_gateway
 from tests.support.nginx import free_port
-from tests.support.op import TestOP
 from tests.test_shutdown import start_serve, wait_ready, write_settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.load, pytest.mark.timeout(600)]

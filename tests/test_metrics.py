@@ -131,7 +131,7 @@ async def test_json_logs_carry_request_id_and_no_secrets(
     assert redirect["status"] == 302 and redirect["request_id"] == response.headers["X-Request-Id"]
     request_id = refused.headers["X-Request-Id"]
     mine = [entry for entry in lines if entry.get("request_id") == request_id]
-    assert {entry["logger"] for entry in mine} >= {"gateway.handlers", "gateway.access"}
+    assert {entry["logger"] for entry in mine} >= {"gateway.signin", "gateway.access"}
     event = await gw.store.audit.collection.find_one({"reason": "bad_request"})
     assert event is not None and event["request_id"] == request_id
 

@@ -14,11 +14,10 @@ import hmac
 import logging
 from typing import Any
 
-import pymongo
-from pymongo.errors import PyMongoError
 from tornado.httputil import url_concat
 from tornado.iostream import StreamClosedError
 
+from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.store import audit_query as aq
 
@@ -91,10 +90,10 @@ class AdminHandler(GatewayHandler):
             admin = self.gateway.settings.admin
             # one deadline per request instead of mongodb.timeout_seconds per socket read
             bound = admin.export_timeout_seconds if wants_export else admin.query_timeout_seconds
-            with pymongo.timeout(bound):
+            with self.reader.deadline(bound):
                 await self.answer(params)
-        except PyMongoError as exc:
-            log.error("admin query failed: %s", type(exc).__name__)
+        except GatewayError as exc:
+            log.error("admin query failed: %s", exc.detail)
             await self.audit_admin("failure", reason="store_unavailable", query=self.safe_query())
             if not self._headers_written:
                 self.send_json(503, {"error": "store_unavailable", "message": "MongoDB failed"})
@@ -127,6 +126,10 @@ class AdminHandler(GatewayHandler):
         self.set_header("X-Request-Id", self.request_id)  # errors raised before prepare()
         self.finish({**body, "id": self.request_id})
 
+    @property
+    def reader(self) -> aq.AuditReader:
+        return self.gateway.store.audit.reader
+
     def send_json(self, status: int, body: dict[str, Any]) -> None:
         self.set_status(status)
         self.finish(body)
@@ -137,8 +140,7 @@ class AdminHandler(GatewayHandler):
     async def idp_ids(self, params: dict[str, str | None]) -> set[str]:
         """IdPs an ``idp`` filter may name (configured or in the log); others get a 400."""
         configured = [i.id for i in self.gateway.settings.idps]
-        collection = self.gateway.store.audit.collection
-        return await aq.known_idps(collection, configured, params.get("idp"))
+        return await self.reader.known_idps(configured, params.get("idp"))
 
 
 class AuditQueryHandler(AdminHandler):
@@ -147,15 +149,14 @@ class AuditQueryHandler(AdminHandler):
         linked = aq.parse_flag("linked", params.pop("linked", None))
         if fmt not in FORMATS:
             raise aq.FilterError("format", f"must be one of {', '.join(FORMATS)}")
-        collection = self.gateway.store.audit.collection
         now = self.gateway.now()
         if fmt == "json":
             max_limit = self.gateway.settings.admin.max_page_size
             q = aq.parse_query(
                 params, now=now, max_limit=max_limit, idps=await self.idp_ids(params)
             )
-            q = await aq.link(collection, q) if linked else q
-            docs, cursor = await aq.page(collection, q)
+            q = await self.reader.link(q) if linked else q
+            docs, cursor = await self.reader.page(q)
             await self.audit_admin("success", query=self.safe_query(), count=len(docs))
             events = [aq.to_json(d, q.tz) for d in docs]
             if cursor:  # the next page, for clients that follow links (RFC 8288)
@@ -166,7 +167,7 @@ class AuditQueryHandler(AdminHandler):
         if "limit" in params or "cursor" in params:
             raise aq.FilterError("limit" if "limit" in params else "cursor", "not for exports")
         q = aq.parse_query(params, now=now, default_order="asc", idps=await self.idp_ids(params))
-        q = await aq.link(collection, q) if linked else q
+        q = await self.reader.link(q) if linked else q
         await self.export(q, fmt)
 
     async def export(self, q: aq.AuditQuery, fmt: str) -> None:
@@ -177,7 +178,7 @@ class AuditQueryHandler(AdminHandler):
         try:
             if fmt == "csv":
                 self.write(aq.csv_header())
-            async for chunk in aq.stream(self.gateway.store.audit.collection, q, EXPORT_CHUNK):
+            async for chunk in self.reader.stream(q, EXPORT_CHUNK):
                 rows = aq.ndjson_lines(chunk, q.tz) if fmt == "ndjson" else aq.csv_rows(chunk, q.tz)
                 self.write(rows)
                 count += len(chunk)
@@ -208,8 +209,7 @@ class AuditStatsHandler(AdminHandler):
         for name in aq.PAGE_PARAMS:
             if name in params:
                 raise aq.FilterError(name, "stats take filters only")
-        collection = self.gateway.store.audit.collection
-        result = await aq.stats(collection, q, bucket, int(top_raw), by)
+        result = await self.reader.stats(q, bucket, int(top_raw), by)
         await self.audit_admin("success", query=self.safe_query())
         self.send_json(200, result)
 
@@ -222,6 +222,6 @@ class AuditPeopleHandler(AdminHandler):
         for name in aq.PAGE_PARAMS:
             if name in params:
                 raise aq.FilterError(name, "people take filters only")
-        result = await aq.people(self.gateway.store.audit.collection, q)
+        result = await self.reader.people(q)
         await self.audit_admin("success", query=self.safe_query(), count=result["count"])
         self.send_json(200, result)

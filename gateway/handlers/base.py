@@ -1,6 +1,6 @@
-"""Shared handler plumbing: input limits, cookies, audit events and the error page.
-
-This is the one place where domain reasons become HTTP status codes and human text.
+"""Shared handler plumbing: input limits, the caller and its cookies, audit events, and the
+one place where a refusal becomes a page or a JSON error (status, title and text from
+``errors.REASONS``).
 """
 
 from __future__ import annotations
@@ -12,71 +12,23 @@ from typing import Any
 from tornado.web import HTTPError, RequestHandler
 
 from adapters.base import Identity
+from gateway.auditing import Caller
 from gateway.clientip import client_ip
 from gateway.context import Gateway
 from gateway.errors import GatewayError
 from gateway.logging_setup import bind_request_id
-from gateway.metrics import observe_audit
-from gateway.oidc.pkce import sha256_hex
-from gateway.rooms import room_link, valid_room, valid_tenant
+from gateway.rooms import valid_room, valid_tenant
+from gateway.signin import Refusal, RoomRequest
 
 log = logging.getLogger("gateway.handlers")
 
 MAX_PARAM = 2048
 
-STATUS = {
-    "bad_request": 400,
-    "idp_unknown": 400,
-    "idp_error": 401,
-    "idp_unreachable": 502,
-    "state_invalid": 400,
-    "state_expired": 400,
-    "state_reused": 400,
-    "state_browser_mismatch": 400,
-    "issuer_mismatch": 400,
-    "code_exchange_failed": 502,
-    "id_token_invalid": 401,
-    "nonce_mismatch": 401,
-    "userinfo_failed": 502,
-    "claims_invalid": 403,
-    "policy_denied": 403,
-    "store_unavailable": 503,
-    "admin_unauthorized": 401,
-    "token_request_invalid": 400,
-    "token_grant_invalid": 400,
-    "refresh_token_reused": 400,
-}
-
-PUBLIC_TEXT = {
-    "bad_request": ("That link is not valid", "The address is missing something or malformed."),
-    "idp_unknown": ("Unknown sign-in provider", "The sign-in provider in the link is unknown."),
-    "idp_error": ("Sign-in was not completed", "The identity provider did not sign you in."),
-    "idp_unreachable": ("Sign-in is unavailable", "The identity provider cannot be reached."),
-    "state_invalid": ("This sign-in link has expired", "Please start again from the room link."),
-    "state_expired": ("This sign-in took too long", "Please start again from the room link."),
-    "state_reused": ("This sign-in was already used", "Please start again from the room link."),
-    "state_browser_mismatch": (
-        "Sign-in started in another browser",
-        "Please open the room link in this browser and sign in again.",
-    ),
-    "issuer_mismatch": ("Sign-in could not be verified", "The answer came from the wrong place."),
-    "code_exchange_failed": ("Sign-in could not be completed", "The identity provider failed."),
-    "id_token_invalid": ("Sign-in could not be verified", "The identity could not be verified."),
-    "nonce_mismatch": ("Sign-in could not be verified", "The identity could not be verified."),
-    "userinfo_failed": ("Sign-in could not be completed", "Your profile could not be read."),
-    "claims_invalid": ("Your account cannot be used here", "Your profile is missing details."),
-    "policy_denied": ("Access refused", "Your account may not join this meeting."),
-    "store_unavailable": ("Sign-in is unavailable", "Please try again in a moment."),
-    "admin_unauthorized": ("Not authorised", "A valid admin token is required."),
-    "token_request_invalid": ("That link is not valid", "The sign-in request is malformed."),
-    "token_grant_invalid": ("Sign-in has expired", "Please start again from the meeting."),
-    "refresh_token_reused": ("Sign-in has expired", "Please start again from the meeting."),
-}
-
 
 class GatewayHandler(RequestHandler):
     gateway: Gateway
     _in_flight = False  # counted in gateway.inflight (graceful shutdown) until it ends
+    _caller: Caller | None = None
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -150,8 +102,6 @@ class GatewayHandler(RequestHandler):
     # ---- cookies ---------------------------------------------------------------------------
 
     def set_gateway_cookie(self, name: str, value: str, max_age: int | None) -> None:
-        if name == self.gateway.settings.cookies.flow_name:
-            self._flow_binding = value  # audit events of this response name the new flow
         self.set_signed_cookie(
             name,
             value,
@@ -172,17 +122,40 @@ class GatewayHandler(RequestHandler):
         days = self.gateway.settings.session.lifetime_seconds / 86400 + 1
         return self.read_gateway_cookie(name, days)
 
+    def caller(self) -> Caller:
+        """The browser's side of this request, once per request; the flow records its
+        cookie changes there and :meth:`finish` applies them."""
+        if self._caller is None:
+            headers = self.request.headers
+            site = headers.get("Sec-Fetch-Site")
+            self._caller = Caller(
+                client_ip=self.client_ip(),
+                user_agent=headers.get("User-Agent") or "",
+                request_id=self.request_id,
+                session_id=self.session_id(),
+                flow_binding=self.read_gateway_cookie(self.gateway.settings.cookies.flow_name, 1),
+                # same-origin (our own pages) and none (typed, bookmarked) are trusted;
+                # same-site is not (sibling subdomains are other parties). Without the
+                # header (old browsers, scripts) the link is followed.
+                cross_site=site is not None and site not in ("same-origin", "none"),
+            )
+        return self._caller
+
+    def finish(self, chunk: Any = None) -> Any:
+        caller = self._caller
+        if caller is not None and not self._headers_written:
+            cookies = self.gateway.settings.cookies
+            if caller.new_flow is not None:
+                self.set_gateway_cookie(cookies.flow_name, *caller.new_flow)
+            if caller.new_session is not None:
+                self.set_gateway_cookie(cookies.session_name, *caller.new_session)
+            elif caller.session_ended:
+                self.clear_cookie(cookies.session_name, path="/")
+        return super().finish(chunk)
+
     async def current_identity(self) -> Identity | None:
-        """The live session's identity. A cookie whose session has ended is audited once
-        (``session_expired``) and cleared."""
-        sid = self.session_id()
-        if not sid:
-            return None
-        identity = await self.gateway.store.sessions.get(sid, self.gateway.now())
-        if identity is None:
-            await self.audit("session_expired", "info", session_id=sid)
-            self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
-        return identity
+        """The live session's identity (an ended session's cookie is audited and cleared)."""
+        return await self.gateway.signin.live_identity(self.caller())
 
     # ---- audit -----------------------------------------------------------------------------
 
@@ -205,75 +178,35 @@ class GatewayHandler(RequestHandler):
         idp: str | None = None,
         **fields: Any,
     ) -> None:
-        doc: dict[str, Any] = {
-            "time": self.gateway.now(),
-            "event": event,
-            "outcome": outcome,
-            "idp": identity.idp if identity else idp,
-            "client_ip": self.client_ip(),
-            "user_agent": (self.request.headers.get("User-Agent") or "")[:512],
-            "request_id": self.request_id,
-        }
-        if identity is not None:
-            doc |= {
-                "issuer": identity.issuer,
-                "subject": identity.subject,
-                "username": identity.username,
-                "email": identity.email,
-                "email_verified": identity.email_verified,
-                "groups": list(identity.groups),
-                "name": identity.name,  # the display name Jitsi shows
-            }
-            if identity.extra:  # the adapter's allow-listed claims (extra_claims)
-                doc["extra"] = dict(identity.extra)
-        sid = fields.pop("session_id", None) or self.session_id()
-        if sid:
-            doc["session_hash"] = sha256_hex(sid)[:32]
-        # The browser's flow cookie links failures before the ID token (state_reused,
-        # state_browser_mismatch, a bad room) to the sign-in that later names the person.
-        binding = getattr(self, "_flow_binding", None) or self.read_gateway_cookie(
-            self.gateway.settings.cookies.flow_name, 1
+        await self.gateway.audit(
+            self.caller(), event, outcome, identity=identity, idp=idp, **fields
         )
-        if binding:
-            doc["flow_hash"] = sha256_hex("flow:" + binding)[:32]
-        doc |= {k: v for k, v in fields.items() if v is not None}
-        await self.gateway.store.audit.write(doc)
-        observe_audit(self, doc)  # metrics are derived from audit events
 
     # ---- failures --------------------------------------------------------------------------
 
+    answers_json = False  # the admin API and the back-channel endpoint answer JSON
+
     async def refuse(
-        self,
-        error: GatewayError,
-        *,
-        event: str = "login_failed",
-        idp: str | None = None,
-        identity: Identity | None = None,
-        room: str | None = None,
-        tenant: str | None = None,
-        guest_url: str | None = None,
-        **fields: Any,
+        self, error: GatewayError, *, event: str = "login_failed", **fields: Any
     ) -> None:
-        """Audit the failure and answer with the short page for its reason; ``fields`` are
-        extra audit fields (``callback_idp``, ``requested_idp``)."""
-        log.info("refused %s: %s", error.reason, error.detail)
-        # store_unavailable too: the audit log spools locally while MongoDB is down.
-        await self.audit(
-            event,
-            "failure",
-            idp=idp,
-            identity=identity,
-            reason=error.reason,
-            detail=error.detail,
-            room=room,
-            tenant=tenant,
-            **fields,
-            **error.audit,
+        """Audit a refusal outside the sign-in steps (logout, token service) and show it."""
+        self.show_refusal(
+            await self.gateway.signin.refused(self.caller(), error, event=event, **fields)
         )
-        title, message = PUBLIC_TEXT[error.reason]
-        retry_url = room_link("/oidc/auth", room, tenant) if room is not None else None
-        self.set_status(STATUS[error.reason])
-        self.render_error_page(title, message, retry_url=retry_url, guest_url=guest_url)
+
+    def show_refusal(self, refusal: Refusal) -> None:
+        """The short page (or JSON) for an audited refusal, with its reason's status."""
+        info = refusal.error.info
+        self.set_status(info.status)
+        if self.answers_json:
+            self.finish({"error": refusal.error.reason, "message": info.text})
+            return
+        retry_url = None
+        if refusal.room is not None:
+            retry_url = RoomRequest(refusal.room, refusal.tenant).link("/oidc/auth")
+        self.render_error_page(
+            info.title, info.text, retry_url=retry_url, guest_url=refusal.guest_url
+        )
 
     def render_error_page(
         self,
@@ -294,9 +227,15 @@ class GatewayHandler(RequestHandler):
         )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Tornado's last resort (an exception no step turned into a refusal)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, HTTPError):
             title, message = "Request refused", exc.reason or "The request was not understood."
         else:
             title, message = "Something went wrong", "Please try again in a moment."
+        if self.answers_json:
+            self.finish(
+                {"error": "not_found" if status_code == 404 else "error", "message": message}
+            )
+            return
         self.render_error_page(title, message)

@@ -32,13 +32,13 @@ from urllib.parse import urlencode, urlsplit
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
+from gateway.hashing import sha256_hex
 from gateway.idps import ConfiguredIdP
 from gateway.oidc.logout_token import (
     LogoutTokenError,
     unverified_issuer_and_audience,
 )
-from gateway.oidc.pkce import sha256_hex
-from gateway.store.sessions import SessionRecord
+from gateway.signin import Refusal
 
 log = logging.getLogger("gateway.handlers")
 
@@ -77,21 +77,14 @@ class LogoutPage(GatewayHandler):
         return idp.config.label if idp is not None else None
 
     async def deny(self, reason: str, detail: str, **fields: object) -> None:
-        """A sign-out that is not the person's own: 403, audited, nothing ended."""
-        log.info("logout refused %s: %s", reason, detail)
-        await self.audit("logout", "failure", reason=reason, detail=detail, **fields)
-        self.set_status(403)
-        self.render_error_page(
-            "Sign-out was not confirmed",
-            "Please use the sign-out button on this site.",
-            retry_url="/oidc/logout",
-        )
+        """A sign-out that is not the person's own: refused, audited, nothing ended."""
+        await self.refuse(GatewayError(reason, detail), event="logout", **fields)
 
     def render_logged_out(
         self, *, idp_ended: str | None = None, idp_kept: str | None = None, why: str = ""
     ) -> None:
         """The truth about both sessions: this site's is gone; the IdP's as far as known."""
-        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
+        self.caller().end_session()
         self.render(
             "logged_out.html",
             jitsi_url=self.gateway.settings.jitsi.base_url + "/",
@@ -142,25 +135,24 @@ class LogoutHandler(LogoutPage):
             await self.deny("csrf_token_invalid", "logout form token missing or wrong")
             return
         try:
-            record = await self.gateway.store.sessions.record(sid, self.gateway.now())
-            await self.gateway.store.sessions.delete(sid)
-        except GatewayError as exc:
-            await self.refuse(exc, event="logout")
+            done = await self.gateway.signin.end_session(
+                self.caller(),
+                idp_logout=self.gateway.settings.logout.idp_logout,
+                logged_out_state=self.logged_out_state,
+            )
+        except Refusal as refusal:
+            self.show_refusal(refusal)
             return
-        self.clear_cookie(self.gateway.settings.cookies.session_name, path="/")
-        identity = record.identity if record else None
-        next_url, kept = await self.idp_logout_url(record)
-        await self.audit(
-            "logout",
-            "success",
-            identity=identity,
-            session_id=sid,
-            idp_logout=next_url is not None,
-        )
+        next_url = done.idp_logout_url
         if next_url is None:
+            identity, kept = done.identity, done.idp_kept
             query = {"idp": identity.idp, "kept": kept} if identity and kept else {}
             next_url = "/oidc/logged-out" + (f"?{urlencode(query)}" if query else "")
         self.redirect(next_url, status=303)
+
+    def logged_out_state(self, idp_id: str) -> str:
+        """The ``state`` the IdP hands back to ``/oidc/logged-out``: proof it signed out."""
+        return f"{idp_id}.{_mac(self.secret(), 'logged-out', idp_id)}"
 
     def cross_site(self) -> str | None:
         """Why this POST is not from our own page, as far as the browser says, or None.
@@ -178,29 +170,6 @@ class LogoutHandler(LogoutPage):
         if origin is not None and origin != "null" and origin.lower() != ours:
             return "Origin is not the gateway's"
         return None
-
-    async def idp_logout_url(self, record: SessionRecord | None) -> tuple[str | None, str | None]:
-        """(the IdP's end_session_endpoint with id_token_hint and state, why there is none)."""
-        settings = self.gateway.settings
-        if record is None:
-            return None, None
-        if not settings.logout.idp_logout:
-            return None, "off"
-        idp = self.gateway.idps.get(record.identity.idp)
-        if idp is None or not record.id_token:
-            return None, "unavailable"
-        try:
-            meta = await idp.rp.metadata()
-        except GatewayError as exc:
-            log.warning("no IdP logout for %s: %s", idp.id, exc.detail)
-            return None, "unavailable"
-        url = idp.rp.end_session_url(
-            meta,
-            id_token=record.id_token,
-            post_logout_redirect_uri=f"{settings.public_url}/oidc/logged-out",
-            state=f"{idp.id}.{_mac(self.secret(), 'logged-out', idp.id)}",
-        )
-        return url, None if url else "unavailable"
 
 
 class SilentLogoutHandler(LogoutPage):
@@ -252,25 +221,17 @@ class SilentLogoutHandler(LogoutPage):
         if why is not None:
             await self.deny("cross_site_request", why, silent=True)
             return
-        sid = self.session_id()
-        if sid is None:
+        if self.session_id() is None:
             self.render_logged_out()
             return
         try:
-            record = await self.gateway.store.sessions.record(sid, self.gateway.now())
-            await self.gateway.store.sessions.delete(sid)
-        except GatewayError as exc:
-            await self.refuse(exc, event="logout")
+            done = await self.gateway.signin.end_session(
+                self.caller(), idp_logout=False, silent=True
+            )
+        except Refusal as refusal:
+            self.show_refusal(refusal)
             return
-        await self.audit(
-            "logout",
-            "success",
-            identity=record.identity if record else None,
-            session_id=sid,
-            idp_logout=False,
-            silent=True,
-        )
-        kept = record.identity.idp if record else None
+        kept = done.identity.idp if done.identity else None
         self.render_logged_out(idp_kept=self.idp_name(kept), why="")
 
 
@@ -365,12 +326,14 @@ class BackchannelLogoutHandler(GatewayHandler):
         iss, audiences = unverified_issuer_and_audience(token)
         if iss is None:
             return None
-        candidates = [i for i in self.gateway.idps.values() if i.config.issuer == iss]
-        if not candidates:
+        idps = self.gateway.idps.values()
+        candidates = [i for i in idps if i.config.issuer == iss]
+        if not candidates:  # a templated issuer: the adapter's rule (IssuerResolver)
             candidates = [
                 i
-                for i in self.gateway.idps.values()
-                if isinstance(i.adapter, IssuerResolver) and "{" in i.config.issuer
+                for i in idps
+                if isinstance(i.adapter, IssuerResolver)
+                and i.adapter.accepts_issuer(i.config.issuer, iss)
             ]
         addressed = [i for i in candidates if i.config.client_id in audiences]
         return (addressed or candidates or [None])[0]

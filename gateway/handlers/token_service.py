@@ -19,8 +19,8 @@ from adapters.base import Identity
 from gateway.errors import GatewayError
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
-from gateway.jitsi_state import JitsiState
-from gateway.oidc.pkce import sha256_hex
+from gateway.hashing import sha256_hex
+from gateway.signin import RoomRequest
 from gateway.tokenservice.service import AuthorizeRequest, TokenService, TokenServiceError
 
 AUTHORIZE_PARAMS = (
@@ -52,22 +52,21 @@ class AuthorizeHandler(AuthHandler):
     entry_path = "/oidc/authorize"
     authz: AuthorizeRequest
 
-    def parse_request(self) -> tuple[str, str | None, JitsiState | None]:
+    def parse_request(self) -> RoomRequest:
         service = _service(self)
         params = {name: self.param(name, 8192) for name in AUTHORIZE_PARAMS}
         self.authz = service.authorize_request(params)
-        return self.authz.jitsi.room, self.authz.jitsi.tenant, self.authz.jitsi
+        jitsi = self.authz.jitsi
+        return RoomRequest(jitsi.room, jitsi.tenant, jitsi)
 
     def original_query(self, **extra: str) -> str:
         params = {n: v for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None))}
         return f"{self.entry_path}?{urlencode({**params, **extra})}"
 
-    def entry_link(self, room: str, tenant: str | None, state: JitsiState | None, **kw: str) -> str:
+    def entry_link(self, request: RoomRequest, **kw: str) -> str:
         return self.original_query(**kw)
 
-    def hidden_fields(
-        self, room: str, tenant: str | None, state: JitsiState | None
-    ) -> list[tuple[str, str]]:
+    def hidden_fields(self, request: RoomRequest) -> list[tuple[str, str]]:
         return [
             (n, v) for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None)) is not None
         ]
@@ -75,10 +74,9 @@ class AuthorizeHandler(AuthHandler):
     def return_to(self) -> str | None:
         return self.original_query()
 
-    async def with_session(
-        self, identity: Identity, room: str, tenant: str | None, state: JitsiState | None
-    ) -> None:
+    async def with_session(self, identity: Identity, request: RoomRequest) -> None:
         service = _service(self)
+        room, tenant = request.room, request.tenant
         decision = self.gateway.policy.room(identity, room, tenant)
         if not decision.allowed:
             await self.audit(

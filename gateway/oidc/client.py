@@ -20,6 +20,7 @@ from gateway.oidc.client_auth import ClientAuthenticator
 from gateway.oidc.jwks import JwksCache
 from gateway.oidc.logout_token import LogoutTokenVerifier
 from gateway.oidc.metadata import MetadataError, ProviderMetadata, fetch_metadata
+from gateway.oidc.pkce import s256_challenge
 from gateway.oidc.verify import IdTokenError, IdTokenVerifier, VerifierConfig
 from gateway.singleflight import SingleFlight
 
@@ -50,10 +51,18 @@ class RelyingParty:
         config: IdP,
         http: HttpClient,
         *,
+        redirect_uri: str,
         clock: Callable[[], float] = time.time,
         issuer_check: Callable[[str, dict[str, Any]], bool] | None = None,
+        accepts_issuer: Callable[[str], bool] | None = None,
     ) -> None:
+        """``redirect_uri``: this IdP's own callback. ``issuer_check(iss, claims)``: an
+        adapter's rule for ID-token issuers other than the configured one; ``accepts_issuer``:
+        the same for the RFC 9207 ``iss`` response parameter (default: the discovery
+        document's issuer exactly)."""
         self.config = config
+        self.redirect_uri = redirect_uri
+        self._accepts_issuer = accepts_issuer
         self._http = http
         self._clock = clock
         self._issuer_check = issuer_check
@@ -113,38 +122,53 @@ class RelyingParty:
         self._metadata = meta
         return meta
 
-    def authorization_url(
+    async def authorization_url(
         self,
-        meta: ProviderMetadata,
         *,
-        redirect_uri: str,
         state: str,
         nonce: str,
-        code_challenge: str,
+        code_verifier: str,
         extra: Mapping[str, str] | None = None,
     ) -> str:
+        """Where the browser signs in: code flow, PKCE S256, this IdP's redirect URI."""
+        meta = await self.metadata()
         params = {
             **dict(extra or {}),
             "response_type": "code",
             "client_id": self.config.client_id,
-            "redirect_uri": redirect_uri,
+            "redirect_uri": self.redirect_uri,
             "scope": " ".join(self.config.scopes),
             "state": state,
             "nonce": nonce,
-            "code_challenge": code_challenge,
+            "code_challenge": s256_challenge(code_verifier),
             "code_challenge_method": "S256",
         }
         return with_params(meta.authorization_endpoint, params)
 
-    def end_session_url(
-        self,
-        meta: ProviderMetadata,
-        *,
-        id_token: str,
-        post_logout_redirect_uri: str,
-        state: str | None = None,
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207: the authorization response's ``iss`` names this IdP, and is there when
+        the IdP advertises it. Checked before the response is read, errors included."""
+        meta = await self.metadata()
+        if iss is not None and not self.accepts_issuer(meta.issuer, iss):
+            raise GatewayError(
+                "issuer_mismatch", f"{self.config.id}: iss parameter names another issuer"
+            )
+        if iss is None and meta.iss_parameter_supported:
+            raise GatewayError(
+                "issuer_mismatch", f"{self.config.id}: advertised iss parameter missing"
+            )
+
+    def accepts_issuer(self, expected: str, value: str) -> bool:
+        if self._accepts_issuer is not None:
+            return self._accepts_issuer(value)
+        return value == expected
+
+    async def end_session_url(
+        self, *, id_token: str, post_logout_redirect_uri: str, state: str | None = None
     ) -> str | None:
-        """RP-initiated logout at the IdP (OpenID Connect RP-Initiated Logout 1.0)."""
+        """RP-initiated logout at the IdP (OpenID Connect RP-Initiated Logout 1.0); None
+        when the IdP offers none. Raises GatewayError when its metadata cannot be loaded."""
+        meta = await self.metadata()
         if not meta.end_session_endpoint:
             return None
         params = {
@@ -157,15 +181,16 @@ class RelyingParty:
         return with_params(meta.end_session_endpoint, params)
 
     async def redeem(
-        self, code: str, *, code_verifier: str, redirect_uri: str, nonce: str
+        self, code: str, *, code_verifier: str, nonce: str, iss: str | None = None
     ) -> TokenSet:
-        """Exchange the code (with PKCE verifier and client auth), then verify the ID token."""
+        """Exchange the code (with PKCE verifier and client auth), then verify the ID token;
+        ``iss``: the response parameter, which the ID token's issuer must then equal."""
         meta = await self.metadata()
         cfg = self.config
         form = {
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": redirect_uri,
+            "redirect_uri": self.redirect_uri,
             "code_verifier": code_verifier,
         }
         headers: dict[str, str] = {}
@@ -195,6 +220,10 @@ class RelyingParty:
             if exc.check == "nonce":
                 raise GatewayError("nonce_mismatch", f"{cfg.id}: {exc.detail}") from None
             raise GatewayError("id_token_invalid", f"{cfg.id}: {exc.check}: {exc.detail}") from None
+        if iss is not None and claims.get("iss") != iss:
+            raise GatewayError(
+                "issuer_mismatch", f"{cfg.id}: ID token issuer is not the iss parameter"
+            )
         return TokenSet(id_token, access_token, claims)
 
     async def verify_logout_token(self, token: str, max_age: int) -> dict[str, Any]:

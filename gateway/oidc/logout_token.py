@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 from jwt.exceptions import InvalidTokenError
 
-from gateway.oidc.verify import IdTokenError, IdTokenVerifier, _is_number, unverified_parts
+from gateway.oidc.verify import IdTokenError, IdTokenVerifier, is_number, unverified_parts
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ACCEPTED_TYP = {"logout+jwt", "application/logout+jwt", "jwt"}
@@ -85,14 +85,14 @@ class LogoutTokenVerifier(IdTokenVerifier):
     def _check_logout_times(self, claims: dict[str, Any], max_age: int) -> None:
         now, leeway = self.clock(), self.config.leeway
         iat = claims.get("iat")
-        if not _is_number(iat):
+        if not is_number(iat):
             raise LogoutTokenError("iat", "iat is missing")
         if iat > now + leeway:
             raise LogoutTokenError("iat", "token was issued in the future")
         if iat < now - max_age - leeway:
             raise LogoutTokenError("iat", "token is too old")
         exp = claims.get("exp")
-        if exp is not None and (not _is_number(exp) or now > exp + leeway):
+        if exp is not None and (not is_number(exp) or now > exp + leeway):
             raise LogoutTokenError("exp", "token has expired")
 
     @staticmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +59,3 @@ async def fetch_metadata(
     except UpstreamError as exc:
         raise MetadataError(str(exc)) from None
     return ProviderMetadata.from_document(doc, issuer)
-
-
-_TEMPLATE_VALUE = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
-
-
-def issuer_matches(configured: str, value: str) -> bool:
-    """``value`` is the configured issuer, or fills its ``{tenantid}`` with a GUID (Entra)."""
-    if value == configured:
-        return True
-    if "{tenantid}" not in configured:
-        return False
-    pattern = re.escape(configured).replace(re.escape("{tenantid}"), _TEMPLATE_VALUE)
-    return re.fullmatch(pattern, value) is not None

@@ -104,15 +104,15 @@ class IdTokenVerifier:
         now = self.clock()
         leeway = self.config.leeway
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-        if not _is_number(exp):
+        if not is_number(exp):
             raise IdTokenError("exp", "exp is missing")
         if now > exp + leeway:
             raise IdTokenError("exp", "token has expired")
-        if not _is_number(iat):
+        if not is_number(iat):
             raise IdTokenError("iat", "iat is missing")
         if iat > now + leeway:
             raise IdTokenError("iat", "token was issued in the future")
-        if nbf is not None and (not _is_number(nbf) or nbf > now + leeway):
+        if nbf is not None and (not is_number(nbf) or nbf > now + leeway):
             raise IdTokenError("nbf", "token is not valid yet")
 
     @staticmethod
@@ -128,7 +128,7 @@ class IdTokenVerifier:
         (an unknown kid then always gets one refetch; see ``JwksCache``)."""
         if kid is not None and not isinstance(kid, str):
             raise IdTokenError("kid", "kid is not a string")
-        issued_at = float(iat) if _is_number(iat) else None
+        issued_at = float(iat) if is_number(iat) else None
         try:
             key = await self.keys.key_for(kid, alg, issued_at=issued_at, trusted=trusted)
         except KeyNotFound as exc:
@@ -172,5 +172,5 @@ def token_hash(value: str, alg: str) -> str:
     return base64.urlsafe_b64encode(half).rstrip(b"=").decode("ascii")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -31,6 +31,7 @@ from gateway.store.spool import Spool, SpoolFull
 
 if TYPE_CHECKING:
     from gateway.config import Audit as AuditSettings
+    from gateway.store.audit_query import AuditReader
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def _is_only_duplicates(exc: BulkWriteError) -> bool:
 class AuditLog:
     def __init__(self, collection: AsyncCollection, write_timeout: float = 2.0) -> None:
         self.collection = collection
+        self._reader: AuditReader | None = None
         self.write_timeout = write_timeout
         self.batch_size = 500
         self.replay_interval = 5.0
@@ -106,6 +108,15 @@ class AuditLog:
         self._replay_lock: asyncio.Lock | None = None
         self._spooling = False  # MongoDB failed: events go to the spool until it is replayed
         self._counter = 0
+
+    @property
+    def reader(self) -> AuditReader:
+        """Queries over this log (admin API, CLI, web view)."""
+        from gateway.store.audit_query import AuditReader  # it imports this module
+
+        if self._reader is None:
+            self._reader = AuditReader(self.collection)
+        return self._reader
 
     def configure(self, settings: AuditSettings) -> None:
         """Apply the ``audit:`` settings (before the first write)."""

@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import io
 import ipaddress
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
-from gateway.errors import REASONS
+from gateway.errors import REASONS, GatewayError
 from gateway.store.audit import EVENTS, OUTCOMES
 
 Order = Literal["asc", "desc"]
@@ -675,3 +678,40 @@ def csv_rows(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
             row.append(csv_cell(value))
         writer.writerow(row)
     return out.getvalue()
+
+
+class AuditReader:
+    """The audit log's read side for the admin API and the CLI: every query of this module
+    on one collection, under one deadline, with driver errors as ``store_unavailable``."""
+
+    def __init__(self, collection: AsyncCollection) -> None:
+        self.collection = collection
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """One time budget for everything inside (not one per socket read)."""
+        with pymongo.timeout(seconds):
+            try:
+                yield
+            except PyMongoError as exc:
+                raise GatewayError("store_unavailable", f"audit: {type(exc).__name__}") from None
+
+    async def known_idps(self, configured: Collection[str], wanted: str | None) -> set[str]:
+        return await known_idps(self.collection, configured, wanted)
+
+    async def link(self, q: AuditQuery) -> AuditQuery:
+        return await link(self.collection, q)
+
+    async def page(self, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
+        return await page(self.collection, q)
+
+    def stream(self, q: AuditQuery, batch_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
+        return stream(self.collection, q, batch_size)
+
+    async def stats(
+        self, q: AuditQuery, bucket: str = "day", top: int = 10, by: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        return await stats(self.collection, q, bucket, top, by)
+
+    async def people(self, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
+        return await people(self.collection, q, limit)

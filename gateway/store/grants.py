@@ -18,7 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from gateway.errors import GatewayError
-from gateway.oidc.pkce import sha256_hex
+from gateway.hashing import sha256_hex
 
 
 def _unavailable(exc: PyMongoError) -> GatewayError:

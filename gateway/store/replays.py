@@ -13,7 +13,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gateway.errors import GatewayError
-from gateway.oidc.pkce import sha256_hex
+from gateway.hashing import sha256_hex
 
 
 class ReplayGuard:

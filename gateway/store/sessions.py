@@ -9,8 +9,6 @@ RP-initiated logout.
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +18,7 @@ from pymongo.errors import PyMongoError
 
 from adapters.base import Identity
 from gateway.errors import GatewayError
-from gateway.oidc.pkce import sha256_hex
+from gateway.hashing import sha256_hex
 
 
 @dataclass(frozen=True)
@@ -34,17 +32,17 @@ class SessionRecord:
     expires_at: datetime | None = None
 
 
-def _token_subject(id_token: str | None) -> str | None:
-    """The ``sub`` of an ID token the callback has already verified (payload read only)."""
-    if not id_token or id_token.count(".") != 2:
-        return None
-    payload = id_token.split(".")[1]
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except ValueError:
-        return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) else None
+@dataclass(frozen=True)
+class IdpLogin:
+    """What a verified sign-in hands to a new session: the adapter's identity plus the
+    IdP's own ``sub`` and ``sid`` (back-channel logout finds sessions by them; ``sub`` may
+    differ from ``identity.subject``, e.g. Entra's ``oid``) and the ID token (the
+    RP-initiated logout hint)."""
+
+    identity: Identity
+    subject: str
+    session_id: str | None = None
+    id_token: str | None = None
 
 
 class SessionStore:
@@ -65,24 +63,18 @@ class SessionStore:
         await self.collection.create_index("email_key")
 
     async def create(
-        self,
-        session_id: str,
-        identity: Identity,
-        *,
-        created_at: datetime,
-        expires_at: datetime,
-        idp_session_id: str | None = None,
-        id_token: str | None = None,
+        self, session_id: str, login: IdpLogin, *, created_at: datetime, expires_at: datetime
     ) -> None:
-        """Store a new session. ``id_token`` is kept only as the RP-initiated logout hint."""
+        """Store a new session. The ID token is kept only as the RP-initiated logout hint."""
+        identity = login.identity
         doc: dict[str, Any] = {
             "_id": sha256_hex(session_id),
             "identity": identity.to_document(),
-            "idp_sid": idp_session_id,
-            "idp_sub": _token_subject(id_token),
+            "idp_sid": login.session_id,
+            "idp_sub": login.subject,
             # the e-mail as operators type it, for session administration
             "email_key": identity.email.strip().lower() if identity.email else None,
-            "id_token": id_token,
+            "id_token": login.id_token,
             "created_at": created_at,
             "expires_at": expires_at,
         }

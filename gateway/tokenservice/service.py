@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 
 from adapters.base import Identity
 from gateway.errors import GatewayError
+from gateway.hashing import random_token
 from gateway.jitsi import JitsiTokens
 from gateway.jitsi_state import JitsiState, parse_state
-from gateway.oidc.pkce import random_token, s256_challenge
+from gateway.oidc.pkce import s256_challenge
 from gateway.policy import Policy
 from gateway.room_token import room_token
 from gateway.store import Store

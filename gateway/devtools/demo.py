@@ -20,7 +20,7 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 DEMO_ACCOUNTS: list[dict[str, Any]] = [
     {
@@ -74,10 +74,10 @@ async def run_demo(port: int, jitsi_port: int) -> None:
     sys.path.insert(0, str(REPO))
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.config import settings_from_dict
-    from gateway.embedded import EmbeddedMongo
-    from gateway.standin import make_standin
+    from gateway.devtools.embedded import EmbeddedMongo
+    from gateway.devtools.op import TestOP
+    from gateway.devtools.standin import make_standin
     from gateway.store import Store
-    from tests.support.op import TestOP
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     mongo = await asyncio.to_thread(EmbeddedMongo().start)
