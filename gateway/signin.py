@@ -45,13 +45,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.signin")
 
+ENTRY = "/oidc/auth"
 TOKENIZE = "/oidc/tokenize"
 ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
 class Refusal(Exception):
-    """A refused step, already audited. ``room``/``tenant`` let the page offer a retry;
-    ``guest_url`` a way in as a guest where the policy has one."""
+    """A refused step, already audited. ``room``/``tenant`` let the page offer a retry
+    (or ``retry_url`` names it); ``guest_url`` a way in as a guest where the policy has one."""
 
     def __init__(
         self,
@@ -60,12 +61,14 @@ class Refusal(Exception):
         room: str | None = None,
         tenant: str | None = None,
         guest_url: str | None = None,
+        retry_url: str | None = None,
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.room = room
         self.tenant = tenant
         self.guest_url = guest_url
+        self.retry_url = retry_url or (RoomRequest(room, tenant).link(ENTRY) if room else None)
 
 
 @dataclass(frozen=True)
@@ -367,7 +370,7 @@ class SignIn:
             identity = await self.live_identity(caller)
             eligible = eligible_idps(self.gateway.idps.values(), request.room, request.tenant)
             if identity is None or identity.idp not in {i.id for i in eligible}:
-                return GoTo(request.link("/oidc/auth"))
+                return GoTo(request.link(ENTRY))
             return await self.room_token(caller, identity, request)
         except GatewayError as exc:
             guest_url = None
@@ -489,6 +492,7 @@ class SignIn:
         room: str | None = None,
         tenant: str | None = None,
         guest_url: str | None = None,
+        retry_url: str | None = None,
         **fields: Any,
     ) -> Refusal:
         """Audit a refused step (store_unavailable too: the audit log spools while MongoDB
@@ -507,4 +511,4 @@ class SignIn:
             **fields,
             **error.audit,
         )
-        return Refusal(error, room=room, tenant=tenant, guest_url=guest_url)
+        return Refusal(error, room=room, tenant=tenant, guest_url=guest_url, retry_url=retry_url)

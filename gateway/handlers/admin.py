@@ -31,32 +31,29 @@ CONTENT_TYPES = {
 EXPORT_CHUNK = 1000
 
 
-class AdminUnauthorized(Exception):
-    pass
-
-
 class AdminHandler(GatewayHandler):
     """Authentication, JSON errors and the ``admin_query`` audit event."""
 
     admin: str | None = None
+    answers_json = True
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Content-Type", "application/json; charset=utf-8")
 
     def authenticate(self) -> str:
-        """The configured name of the presented token; raises AdminUnauthorized."""
+        """The configured name of the presented token; raises admin_unauthorized."""
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AdminUnauthorized("missing bearer token")
+            raise GatewayError("admin_unauthorized", "missing bearer token")
         digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
         found: str | None = None
         for configured in self.gateway.settings.admin.tokens:  # no early exit: constant time
             if hmac.compare_digest(digest, configured.sha256):
                 found = configured.name
         if found is None:
-            raise AdminUnauthorized("invalid token")
+            raise GatewayError("admin_unauthorized", "invalid token")
         return found
 
     def query_params(self) -> dict[str, str | None]:
@@ -77,12 +74,11 @@ class AdminHandler(GatewayHandler):
     async def get(self) -> None:
         try:
             self.admin = self.authenticate()
-        except AdminUnauthorized as exc:
-            log.warning("admin request refused: %s", exc)
-            await self.audit_admin("failure", reason="admin_unauthorized", detail=str(exc))
-            error = ', error="invalid_token"' if str(exc) == "invalid token" else ""
+        except GatewayError as exc:
+            log.warning("admin request refused: %s", exc.detail)
+            error = ', error="invalid_token"' if exc.detail == "invalid token" else ""
             self.set_header("WWW-Authenticate", f'Bearer realm="jitsi-oidc-gateway"{error}')
-            self.send_json(401, {"error": "unauthorized", "message": str(exc)})
+            await self.refuse(exc, event="admin_query", admin=None, path=self.request.path)
             return
         try:
             params = self.query_params()
@@ -94,10 +90,11 @@ class AdminHandler(GatewayHandler):
                 await self.answer(params)
         except GatewayError as exc:
             log.error("admin query failed: %s", exc.detail)
-            await self.audit_admin("failure", reason="store_unavailable", query=self.safe_query())
+            fields = {"admin": self.admin, "path": self.request.path, "query": self.safe_query()}
             if not self._headers_written:
-                self.send_json(503, {"error": "store_unavailable", "message": "MongoDB failed"})
+                await self.refuse(exc, event="admin_query", **fields)
             else:  # mid-export: cut the connection so the client sees a truncated body
+                await self.audit("admin_query", "failure", reason=exc.reason, **fields)
                 self.request.connection.detach().close()  # type: ignore[union-attr]
                 self._finished = True
         except aq.FilterError as exc:
@@ -116,15 +113,9 @@ class AdminHandler(GatewayHandler):
             for k, v in list(self.request.query_arguments.items())[:32]
         }
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """JSON for every status Tornado raises itself (405, 404...), not only 500."""
-        if status_code >= 500:
-            body = {"error": "internal", "message": "unexpected error"}
-        else:
-            reason = self._reason or "request refused"
-            body = {"error": reason.lower().replace(" ", "_"), "message": reason}
-        self.set_header("X-Request-Id", self.request_id)  # errors raised before prepare()
-        self.finish({**body, "id": self.request_id})
+    def json_error_body(self, error: GatewayError) -> dict[str, Any]:
+        """Operators may see why (``missing bearer token``, ``invalid token``)."""
+        return super().json_error_body(error) | {"detail": error.detail}
 
     @property
     def reader(self) -> aq.AuditReader:

@@ -7,7 +7,7 @@ from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi_state import MAX_STATE, parse_state
-from gateway.signin import TOKENIZE, ChooseIdP, GoTo, LiveSession, Refusal, RoomRequest
+from gateway.signin import TOKENIZE, ChooseIdP, GoTo, LiveSession, RoomRequest
 
 
 class AuthHandler(GatewayHandler):
@@ -47,30 +47,22 @@ class AuthHandler(GatewayHandler):
         request: RoomRequest | None = None
         idp_id: str | None = None
         try:
-            try:
-                idp_id = self.param("idp", 64)
-                request = self.parse_request()
-                login_hint = self.param("login_hint", 254)
-            except GatewayError as exc:
-                named = idp_id if idp_id in self.gateway.idps else None
-                raise await self.gateway.signin.refused(
-                    self.caller(),
-                    exc,
-                    idp=named,
-                    requested_idp=idp_id if idp_id and named is None else None,
-                    room=request.room if request else None,
-                    tenant=request.tenant if request else None,
-                ) from None
-            step = await self.gateway.signin.start(
+            idp_id = self.param("idp", 64)
+            request = self.parse_request()
+            login_hint = self.param("login_hint", 254)
+        except GatewayError as exc:
+            named = idp_id if idp_id in self.gateway.idps else None
+            raise await self.gateway.signin.refused(
                 self.caller(),
-                request,
-                idp_id=idp_id,
-                login_hint=login_hint,
-                return_to=self.return_to(),
-            )
-        except Refusal as refusal:
-            self.show_refusal(refusal)
-            return
+                exc,
+                idp=named,
+                requested_idp=idp_id if idp_id and named is None else None,
+                room=request.room if request else None,
+                tenant=request.tenant if request else None,
+            ) from None
+        step = await self.gateway.signin.start(
+            self.caller(), request, idp_id=idp_id, login_hint=login_hint, return_to=self.return_to()
+        )
         if isinstance(step, LiveSession):
             await self.with_session(step.identity, request)
         elif isinstance(step, ChooseIdP):

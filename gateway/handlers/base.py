@@ -18,7 +18,7 @@ from gateway.context import Gateway
 from gateway.errors import GatewayError
 from gateway.logging_setup import bind_request_id
 from gateway.rooms import valid_room, valid_tenant
-from gateway.signin import Refusal, RoomRequest
+from gateway.signin import Refusal
 
 log = logging.getLogger("gateway.handlers")
 
@@ -199,14 +199,15 @@ class GatewayHandler(RequestHandler):
         info = refusal.error.info
         self.set_status(info.status)
         if self.answers_json:
-            self.finish({"error": refusal.error.reason, "message": info.text})
+            self.finish(self.json_error_body(refusal.error))
             return
-        retry_url = None
-        if refusal.room is not None:
-            retry_url = RoomRequest(refusal.room, refusal.tenant).link("/oidc/auth")
         self.render_error_page(
-            info.title, info.text, retry_url=retry_url, guest_url=refusal.guest_url
+            info.title, info.text, retry_url=refusal.retry_url, guest_url=refusal.guest_url
         )
+
+    def json_error_body(self, error: GatewayError) -> dict[str, Any]:
+        """The JSON shape of a refusal; endpoints with a protocol of their own override it."""
+        return {"error": error.reason, "message": error.info.text, "id": self.request_id}
 
     def render_error_page(
         self,
@@ -226,16 +227,29 @@ class GatewayHandler(RequestHandler):
             request_id=self.request_id,
         )
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, Refusal):
+            return  # audited and logged where it was refused
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Tornado's last resort (an exception no step turned into a refusal)."""
+        """Where every exception of a handler ends: a :class:`Refusal` (already audited) as
+        its reason's page or JSON, anything else as Tornado's status with a short text."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, Refusal):
+            self.show_refusal(exc)
+            return
         if isinstance(exc, HTTPError):
             title, message = "Request refused", exc.reason or "The request was not understood."
         else:
             title, message = "Something went wrong", "Please try again in a moment."
-        if self.answers_json:
-            self.finish(
-                {"error": "not_found" if status_code == 404 else "error", "message": message}
-            )
+        if self.answers_json:  # JSON for every status Tornado raises itself (405, 404...)
+            if status_code >= 500:
+                body = {"error": "internal", "message": "unexpected error"}
+            else:
+                reason = self._reason or "request refused"
+                body = {"error": reason.lower().replace(" ", "_"), "message": reason}
+            self.set_header("X-Request-Id", self.request_id)  # errors raised before prepare()
+            self.finish({**body, "id": self.request_id})
             return
         self.render_error_page(title, message)

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
-from gateway.signin import Refusal
 
 
 class CallbackHandler(GatewayHandler):
     async def get(self, path_idp: str) -> None:
         signin = self.gateway.signin
         try:
-            try:
-                params = {
-                    "state": self.param("state", 512),
-                    "iss": self.param("iss", 1024),
-                    "error": self.param("error", 256),
-                    "code": self.param("code", 2048),
-                }
-            except GatewayError as exc:
-                idp = path_idp if path_idp in self.gateway.idps else None
-                raise await signin.refused(self.caller(), exc, idp=idp) from None
-            step = await signin.finish(self.caller(), path_idp, **params)
-        except Refusal as refusal:
-            self.show_refusal(refusal)
-            return
+            params = {
+                "state": self.param("state", 512),
+                "iss": self.param("iss", 1024),
+                "error": self.param("error", 256),
+                "code": self.param("code", 2048),
+            }
+        except GatewayError as exc:
+            idp = path_idp if path_idp in self.gateway.idps else None
+            raise await signin.refused(self.caller(), exc, idp=idp) from None
+        step = await signin.finish(self.caller(), path_idp, **params)
         self.redirect(step.url)

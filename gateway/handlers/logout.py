@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import logging
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from adapters.base import IssuerResolver
@@ -38,7 +39,6 @@ from gateway.oidc.logout_token import (
     LogoutTokenError,
     unverified_issuer_and_audience,
 )
-from gateway.signin import Refusal
 
 log = logging.getLogger("gateway.handlers")
 
@@ -78,7 +78,8 @@ class LogoutPage(GatewayHandler):
 
     async def deny(self, reason: str, detail: str, **fields: object) -> None:
         """A sign-out that is not the person's own: refused, audited, nothing ended."""
-        await self.refuse(GatewayError(reason, detail), event="logout", **fields)
+        error = GatewayError(reason, detail)
+        await self.refuse(error, event="logout", retry_url="/oidc/logout", **fields)
 
     def render_logged_out(
         self, *, idp_ended: str | None = None, idp_kept: str | None = None, why: str = ""
@@ -134,15 +135,11 @@ class LogoutHandler(LogoutPage):
         if not hmac.compare_digest(sent.encode(), self.csrf_token(sid).encode()):
             await self.deny("csrf_token_invalid", "logout form token missing or wrong")
             return
-        try:
-            done = await self.gateway.signin.end_session(
-                self.caller(),
-                idp_logout=self.gateway.settings.logout.idp_logout,
-                logged_out_state=self.logged_out_state,
-            )
-        except Refusal as refusal:
-            self.show_refusal(refusal)
-            return
+        done = await self.gateway.signin.end_session(
+            self.caller(),
+            idp_logout=self.gateway.settings.logout.idp_logout,
+            logged_out_state=self.logged_out_state,
+        )
         next_url = done.idp_logout_url
         if next_url is None:
             identity, kept = done.identity, done.idp_kept
@@ -224,13 +221,7 @@ class SilentLogoutHandler(LogoutPage):
         if self.session_id() is None:
             self.render_logged_out()
             return
-        try:
-            done = await self.gateway.signin.end_session(
-                self.caller(), idp_logout=False, silent=True
-            )
-        except Refusal as refusal:
-            self.show_refusal(refusal)
-            return
+        done = await self.gateway.signin.end_session(self.caller(), idp_logout=False, silent=True)
         kept = done.identity.idp if done.identity else None
         self.render_logged_out(idp_kept=self.idp_name(kept), why="")
 
@@ -263,6 +254,8 @@ class LoggedOutHandler(LogoutPage):
 
 class BackchannelLogoutHandler(GatewayHandler):
     """Called by the IdP's server, not a browser: no cookies, no pages, JSON errors."""
+
+    answers_json = True
 
     async def post(self) -> None:
         if not self.gateway.settings.logout.backchannel:
@@ -298,16 +291,16 @@ class BackchannelLogoutHandler(GatewayHandler):
             fresh = await self.gateway.store.replays.first_use(
                 claims["iss"], claims["jti"], keep_until
             )
-        except GatewayError:
-            self.fail(503, "temporarily_unavailable", "sessions cannot be reached")
+        except GatewayError as exc:
+            await self.refuse(exc, event="backchannel_logout", idp=idp.id)
             return
         if not fresh:
             await self.reject(idp, "jti", "this logout token was already used")
             return
         try:
             ended = await self.gateway.store.sessions.end_at_idp(idp.id, sid=sid, sub=sub)
-        except GatewayError:
-            self.fail(503, "temporarily_unavailable", "sessions cannot be reached")
+        except GatewayError as exc:
+            await self.refuse(exc, event="backchannel_logout", idp=idp.id)
             return
         await self.audit(
             "backchannel_logout",
@@ -339,17 +332,22 @@ class BackchannelLogoutHandler(GatewayHandler):
         return (addressed or candidates or [None])[0]
 
     async def reject(self, idp: ConfiguredIdP | None, check: str, detail: str) -> None:
-        log.info("back-channel logout refused: %s: %s", check, detail)
-        await self.audit(
-            "backchannel_logout",
-            "failure",
-            idp=idp.id if idp else None,
-            reason="logout_token_invalid",
-            detail=f"{check}: {detail}",
-        )
-        self.fail(400, "invalid_request", f"logout token rejected ({check})")
+        error = GatewayError("logout_token_invalid", f"{check}: {detail}")
+        await self.refuse(error, event="backchannel_logout", idp=idp.id if idp else None)
+
+    def json_error_body(self, error: GatewayError) -> dict[str, Any]:
+        """RFC 6749 section 5.2 errors, as Back-Channel Logout 1.0 section 2.8 suggests."""
+        if error.reason == "logout_token_invalid":
+            check = error.detail.partition(":")[0]
+            return {
+                "error": "invalid_request",
+                "error_description": f"logout token rejected ({check})",
+            }
+        return {
+            "error": "temporarily_unavailable",
+            "error_description": "sessions cannot be reached",
+        }
 
     def fail(self, status: int, error: str, description: str) -> None:
         self.set_status(status)
-        self.set_header("Cache-Control", "no-store")
         self.finish({"error": error, "error_description": description})

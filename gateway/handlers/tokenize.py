@@ -11,7 +11,7 @@ from __future__ import annotations
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.jitsi_state import MAX_STATE, parse_state
-from gateway.signin import GoTo, Refusal, RoomRequest
+from gateway.signin import GoTo, RoomRequest
 
 
 class TokenizeHandler(GatewayHandler):
@@ -20,18 +20,14 @@ class TokenizeHandler(GatewayHandler):
         room: str | None = None
         tenant: str | None = None
         try:
-            try:
-                room, tenant = self.room_and_tenant()
-                raw_state = self.param("state", MAX_STATE)
-                state = parse_state(raw_state, room, tenant) if raw_state else None
-            except GatewayError as exc:
-                raise await signin.refused(
-                    self.caller(), exc, event="room_refused", room=room, tenant=tenant
-                ) from None
-            step = await signin.room(self.caller(), RoomRequest(room, tenant, state))
-        except Refusal as refusal:
-            self.show_refusal(refusal)
-            return
+            room, tenant = self.room_and_tenant()
+            raw_state = self.param("state", MAX_STATE)
+            state = parse_state(raw_state, room, tenant) if raw_state else None
+        except GatewayError as exc:
+            raise await signin.refused(
+                self.caller(), exc, event="room_refused", room=room, tenant=tenant
+            ) from None
+        step = await signin.room(self.caller(), RoomRequest(room, tenant, state))
         if isinstance(step, GoTo):
             self.redirect(step.url)
         elif step.app_url is None:
