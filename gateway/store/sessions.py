@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 from adapters.base import Identity
 from gateway.errors import GatewayError
 from gateway.oidc.pkce import sha256_hex
+from gateway.store.identity_doc import identity_from_document, identity_to_document
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class SessionStore:
         """Store a new session. ``id_token`` is kept only as the RP-initiated logout hint."""
         doc: dict[str, Any] = {
             "_id": sha256_hex(session_id),
-            "identity": identity.to_document(),
+            "identity": identity_to_document(identity),
             "idp_sid": idp_session_id,
             "idp_sub": _token_subject(id_token),
             # the e-mail as operators type it, for session administration
@@ -109,7 +110,7 @@ class SessionStore:
         if doc is None:
             return None
         return SessionRecord(
-            Identity.from_document(doc["identity"]),
+            identity_from_document(doc["identity"]),
             doc.get("idp_sid"),
             doc.get("idp_sub"),
             doc.get("id_token"),
