@@ -28,6 +28,10 @@ fields and the contract's invariants; every refused case raises exactly ``Access
 ``AdapterError``, never another exception; ``email_verified`` is not defaulted to true; and
 the optional capabilities behave (extra authorization parameters never name the gateway's
 own, a foreign issuer is never resolved, enrichment keeps the person's key).
+
+Options and registration are checked with the gateway's own loader (``gateway.plugins``,
+imported when a check runs), not a copy of its rules: what passes here is what ``serve``
+accepts.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from adapters.base import (
     Adapter,
     AdapterError,
     AuthorizationParams,
+    ConfigProblem,
     Identity,
     IdentityEnricher,
     IssuerResolver,
@@ -452,7 +457,6 @@ class AdapterKit:
         return validate_options(self.adapter_class.Options, raw)[1]
 
     def _config_lines(self, found: Any) -> list[str]:
-        from adapters.base import ConfigProblem
         from gateway.plugins import problem_paths
 
         assert isinstance(found, list), f"check_config must return a list, got {_short(found)}"
