@@ -531,3 +531,17 @@ async def test_enrich_check_runs_inside_an_event_loop() -> None:
     """Plugin suites are often async: the kit's sync checks still run enrich there."""
     checks = {c.id: c for c in AZURE.checks()}
     checks["capability:enrich:overage-resolved-through-graph"]()
+
+
+def test_importing_the_kit_pulls_in_no_test_or_server_dependency() -> None:
+    """Plugins import the kit from the installed gateway: no pytest, Tornado or MongoDB."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, adapters.conformance; "
+        "print(sorted(m for m in ('pytest', 'tornado', 'pymongo') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
