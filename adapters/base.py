@@ -70,41 +70,6 @@ class Identity:
         """The id Jitsi sees: unique across IdPs."""
         return f"{self.idp}:{self.subject}"
 
-    def to_document(self) -> dict[str, Any]:
-        return {
-            "idp": self.idp,
-            "issuer": self.issuer,
-            "subject": self.subject,
-            "username": self.username,
-            "name": self.name,
-            "email": self.email,
-            "email_verified": self.email_verified,
-            "groups": list(self.groups),
-            "roles": list(self.roles),
-            "groups_complete": self.groups_complete,
-            "tenant": self.tenant,
-            "picture": self.picture,
-            "extra": dict(self.extra),
-        }
-
-    @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> Identity:
-        return cls(
-            idp=doc["idp"],
-            issuer=doc["issuer"],
-            subject=doc["subject"],
-            username=doc["username"],
-            name=doc["name"],
-            email=doc.get("email"),
-            email_verified=bool(doc.get("email_verified", False)),
-            groups=tuple(doc.get("groups", ())),
-            roles=tuple(doc.get("roles", ())),
-            groups_complete=bool(doc.get("groups_complete", True)),
-            tenant=doc.get("tenant"),
-            picture=doc.get("picture"),
-            extra=dict(doc.get("extra", {})),
-        )
-
 
 class AdapterOptions(BaseModel):
     """Base for an adapter's ``Options``: unknown keys are refused, values frozen.

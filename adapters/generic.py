@@ -43,7 +43,8 @@ class GenericAdapter(Adapter):
         merged.update(claims)
         opts = self.options
         subject = claim_path(merged, opts.subject)
-        if not isinstance(subject, str) or not subject:
+        if not isinstance(subject, str) or not subject.strip():
+            # blank too: the username and name fall back to it
             raise AdapterError("claims_invalid", f"claim {opts.subject!r} missing or not a string")
         email = _string(claim_path(merged, opts.email))
         verified = claim_path(merged, opts.email_verified)

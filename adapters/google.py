@@ -39,6 +39,10 @@ class GoogleAdapter(GenericAdapter):
         iss = claims.get("iss")
         return iss if configured in GOOGLE_ISSUERS and iss in GOOGLE_ISSUERS else configured
 
+    def accepts_issuer(self, configured: str, value: str) -> bool:
+        """Google's two spellings of its issuer, for the RFC 9207 ``iss`` parameter too."""
+        return value == configured or (configured in GOOGLE_ISSUERS and value in GOOGLE_ISSUERS)
+
     def authorization_params(self, login_hint: str | None) -> Mapping[str, str]:
         domains = self.options.allowed_domains
         return {"hd": domains[0]} if len(domains) == 1 else {}

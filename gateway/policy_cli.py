@@ -16,6 +16,7 @@ from adapters.base import AdapterError, Identity
 from gateway.config import ConfigError, Settings, load_settings_file, settings_file
 from gateway.policy import Decision, Policy
 from gateway.rooms import valid_room
+from gateway.store.identity_doc import identity_to_document
 
 
 def add_parser(sub: Any) -> None:
@@ -98,7 +99,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "identity": identity.to_document(),
+                    "identity": identity_to_document(identity),
                     "sign_in": _as_dict(sign_in),
                     "room": {"name": args.room.lower(), **_as_dict(room)},
                 },

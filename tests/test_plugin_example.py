@@ -1,10 +1,13 @@
 """The example third-party plugin (examples/gitlab-adapter) is pip-installed into a
-directory put on sys.path, discovered through its entry point, and signs in end to end."""
+directory put on sys.path, discovered through its entry point, and signs in end to end.
+Its own test suite (the conformance kit) runs against the installed package, and fails
+against a broken copy of it."""
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,11 +27,8 @@ from tests.support.op import TestOP
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gitlab-adapter"
 
 
-@pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("plugin-site")
-    source = tmp_path_factory.mktemp("plugin-src") / "gitlab-adapter"
-    shutil.copytree(EXAMPLE, source)  # pip builds in the source tree: keep the repo clean
+def pip_install(source: Path, target: Path) -> None:
+    """``pip install --target``: the package and its entry point, outside the venv."""
     subprocess.run(
         [
             sys.executable,
@@ -46,6 +46,14 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         check=True,
         capture_output=True,
     )
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    target = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-src") / "gitlab-adapter"
+    shutil.copytree(EXAMPLE, source)  # pip builds in the source tree: keep the repo clean
+    pip_install(source, target)
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     try:
@@ -203,3 +211,54 @@ def test_cli_lists_the_plugin(installed_plugin: Path) -> None:
     assert out.returncode == 0, out.stderr
     line = next(li for li in out.stdout.splitlines() if li.startswith("gitlab"))
     assert "jog-gitlab-adapter" in line and "1.0.0" in line
+
+
+def run_example_tests(site: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The example's own suite, as its author runs it, against the package in ``site``.
+
+    The tests are a copy outside the package source (so ``jog_gitlab`` comes from ``site``,
+    through the entry point the kit checks); the gateway comes from this checkout.
+    """
+    copy = tmp_path / "gitlab-adapter"
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("jog_gitlab"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:asyncio"),
+            *("-W", "error", "-v", "-rf", str(copy / "tests")),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def test_the_example_plugin_suite_passes(installed_plugin: Path, tmp_path: Path) -> None:
+    done = run_example_tests(installed_plugin, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for check in ("entry-point", "options", "refused:outside-the-allowed-groups"):
+        assert f"test_gitlab_adapter_conforms[{check}] PASSED" in done.stdout, done.stdout
+    assert "robust:member-of-a-subgroup] PASSED" in done.stdout
+    passed = re.search(r"\b(\d+) passed\b", done.stdout)
+    assert passed and int(passed.group(1)) >= 20, done.stdout  # the kit's checks all ran
+    assert "skipped" not in done.stdout and "failed" not in done.stdout
+
+
+def test_the_example_plugin_suite_fails_for_a_broken_plugin(
+    installed_plugin: Path, tmp_path: Path
+) -> None:
+    """The same suite against a copy that forgets to namespace groups: the kit fails it."""
+    source = tmp_path / "broken-src"
+    shutil.copytree(EXAMPLE, source)
+    module = source / "jog_gitlab" / "__init__.py"
+    code = module.read_text(encoding="utf-8")
+    assert "groups=self.namespaced(groups)," in code
+    module.write_text(code.replace("self.namespaced(groups)", "tuple(groups)"), encoding="utf-8")
+    site = tmp_path / "broken-site"
+    pip_install(source, site)
+    done = run_example_tests(site, tmp_path / "run")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED" in done.stdout and "[good:member-of-a-subgroup]" in done.stdout
+    assert "namespaced 'conformance:' (use self.namespaced())" in done.stdout

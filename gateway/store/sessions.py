@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 from adapters.base import Identity
 from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
+from gateway.store.identity_doc import identity_from_document, identity_to_document
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class SessionStore:
         identity = login.identity
         doc: dict[str, Any] = {
             "_id": sha256_hex(session_id),
-            "identity": identity.to_document(),
+            "identity": identity_to_document(identity),
             "idp_sid": login.session_id,
             "idp_sub": login.subject,
             # the e-mail as operators type it, for session administration
@@ -101,7 +102,7 @@ class SessionStore:
         if doc is None:
             return None
         return SessionRecord(
-            Identity.from_document(doc["identity"]),
+            identity_from_document(doc["identity"]),
             doc.get("idp_sid"),
             doc.get("idp_sub"),
             doc.get("id_token"),

@@ -52,23 +52,26 @@ class GitLabAdapter(Adapter):
 
     def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
         merged = {**(userinfo or {}), **claims}
-        sub = merged.get("sub")
-        nickname = merged.get("nickname")
-        if not isinstance(sub, str) or not isinstance(nickname, str):
+        sub, nickname = _text(merged.get("sub")), _text(merged.get("nickname"))
+        if sub is None or nickname is None:
             raise AdapterError("claims_invalid", "GitLab token lacks sub or nickname")
         groups = string_list(merged.get("groups_direct"))
         allowed = self.options.allowed_groups
         if allowed and not any(g == a or g.startswith(a + "/") for g in groups for a in allowed):
             raise AccessDenied("group_not_allowed", "not a member of an allowed GitLab group")
-        email = merged.get("email") if isinstance(merged.get("email"), str) else None
         return Identity(
             idp=self.idp_id,
             issuer=str(claims["iss"]),
             subject=sub,
             username=nickname,
-            name=str(merged.get("name") or nickname),
-            email=email,
+            name=_text(merged.get("name")) or nickname,
+            email=_text(merged.get("email")),
             email_verified=merged.get("email_verified") is True,
             groups=self.namespaced(groups),
-            picture=merged.get("picture") if isinstance(merged.get("picture"), str) else None,
+            picture=_text(merged.get("picture")),
         )
+
+
+def _text(value: object) -> str | None:
+    """A claim that should be text: blank or not a string counts as absent."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
