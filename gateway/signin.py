@@ -115,6 +115,7 @@ class RoomToken:
 
     url: str
     app_url: str | None
+    room: str
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ class SignIn:
                 raise GatewayError("bad_request", "callback without code")
             login = await self._login(idp, flow, code, iss)
             identity = login.identity
-            return await self._signed_in(caller, flow, login)
+            await self._signed_in(caller, flow, login)
         except GatewayError as exc:
             # Attribution: the flow's IdP (also for refused states whose record names it),
             # else the callback path's IdP when configured; the path's IdP in its own field
@@ -296,6 +297,12 @@ class SignIn:
                 tenant=flow.tenant if flow else None,
                 callback_idp=path_idp if path_idp != idp_id else None,
             ) from None
+        assert flow is not None  # set, or the step was refused
+        if flow.return_to and flow.return_to.startswith("/oidc/authorize?"):
+            return GoTo(flow.return_to)  # the token service's request, now with a session
+        # /oidc/tokenize then mints the room token from the new session's cookie.
+        carried = state_param(flow.jitsi_state)
+        return GoTo(room_link(TOKENIZE, flow.room, flow.tenant, **carried))
 
     async def _login(self, idp: ConfiguredIdP, flow: Flow, code: str, iss: str | None) -> IdpLogin:
         """Code -> verified ID token -> the adapter's identity (with the verified ``sub``)."""
@@ -324,7 +331,7 @@ class SignIn:
             id_token=tokens.id_token,
         )
 
-    async def _signed_in(self, caller: Caller, flow: Flow, login: IdpLogin) -> GoTo:
+    async def _signed_in(self, caller: Caller, flow: Flow, login: IdpLogin) -> None:
         identity = login.identity
         decision = self.gateway.policy.sign_in(identity)
         log.debug(
@@ -355,38 +362,46 @@ class SignIn:
             rule=decision.rule,
             decision=decision.reason,
         )
-        if flow.return_to and flow.return_to.startswith("/oidc/authorize?"):
-            return GoTo(flow.return_to)  # the token service's request, now with a session
-        carried = state_param(flow.jitsi_state)
-        return GoTo(room_link(TOKENIZE, flow.room, flow.tenant, **carried))
 
     # ---- room tokens -----------------------------------------------------------------------
 
     async def room(self, caller: Caller, request: RoomRequest) -> RoomToken | GoTo:
         """A Jitsi token for the caller's session and this room, or the way to sign in
         (no session, or the room is pinned to another IdP)."""
-        identity: Identity | None = None
         try:
             identity = await self.live_identity(caller)
-            eligible = eligible_idps(self.gateway.idps.values(), request.room, request.tenant)
-            if identity is None or identity.idp not in {i.id for i in eligible}:
-                return GoTo(request.link(ENTRY))
+        except GatewayError as exc:
+            raise await self.room_refused(caller, exc, None, request) from None
+        eligible = eligible_idps(self.gateway.idps.values(), request.room, request.tenant)
+        if identity is None or identity.idp not in {i.id for i in eligible}:
+            return GoTo(request.link(ENTRY))
+        return await self.enter(caller, identity, request)
+
+    async def enter(self, caller: Caller, identity: Identity, request: RoomRequest) -> RoomToken:
+        """The room token for a person already known (a live session at the entry point,
+        or the sign-in that just finished): no further hop through ``/oidc/tokenize``."""
+        try:
             return await self.room_token(caller, identity, request)
         except GatewayError as exc:
-            guest_url = None
-            if exc.reason == "policy_denied" and self.gateway.policy.guest_allowed(request.room):
-                flag = self.gateway.settings.delivery.flag_parameter
-                page = self.gateway.tokens.room_page(request.room, request.tenant)
-                guest_url = f"{page}?{urlencode({flag: 'guest'})}"
-            raise await self.refused(
-                caller,
-                exc,
-                event="room_refused",
-                identity=identity,
-                room=request.room,
-                tenant=request.tenant,
-                guest_url=guest_url,
-            ) from None
+            raise await self.room_refused(caller, exc, identity, request) from None
+
+    async def room_refused(
+        self, caller: Caller, exc: GatewayError, identity: Identity | None, request: RoomRequest
+    ) -> Refusal:
+        guest_url = None
+        if exc.reason == "policy_denied" and self.gateway.policy.guest_allowed(request.room):
+            flag = self.gateway.settings.delivery.flag_parameter
+            page = self.gateway.tokens.room_page(request.room, request.tenant)
+            guest_url = f"{page}?{urlencode({flag: 'guest'})}"
+        return await self.refused(
+            caller,
+            exc,
+            event="room_refused",
+            identity=identity,
+            room=request.room,
+            tenant=request.tenant,
+            guest_url=guest_url,
+        )
 
     async def room_token(
         self, caller: Caller, identity: Identity, request: RoomRequest
@@ -416,7 +431,7 @@ class SignIn:
         page = self.gateway.tokens.room_page(room, tenant)
         url = deliver(delivery, page, minted.token, state.overrides if state else None)
         in_app = app_url(delivery.apps, state.app, url) if state and state.app else None
-        return RoomToken(url, in_app)
+        return RoomToken(url, in_app, room)
 
     # ---- end -------------------------------------------------------------------------------
 

@@ -146,13 +146,13 @@ async def test_session_from_one_idp_does_not_open_a_room_pinned_to_another(
         assert done.headers["location"].startswith(f"{JITSI_BASE}/weekly?jwt=")
         # Single sign-on still works for unpinned rooms...
         again = await browser.get(f"{three.url}/oidc/auth", params={"room": "other"})
-        assert again.headers["location"] == "/oidc/tokenize?room=other"
+        assert again.headers["location"].startswith(f"{JITSI_BASE}/other?jwt=")
         # ...but a room pinned to the partner IdP needs a sign-in there.
         pinned = await browser.get(f"{three.url}/oidc/tokenize", params={"room": "partner-x"})
         assert pinned.headers["location"] == "/oidc/auth?room=partner-x"
         auth = await browser.get(f"{three.url}/oidc/auth", params={"room": "partner-x"})
         assert auth.status_code == 302
-        assert "/oidc/tokenize" not in auth.headers["location"]
+        assert not auth.headers["location"].startswith(JITSI_BASE)  # no token: the partner IdP
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 import jwt
@@ -97,7 +96,6 @@ async def test_partner_is_member_in_partner_rooms_only(
     assert claims["exp"] - claims["iat"] == 120
     # The same session is refused a staff room at tokenize time...
     refused = await browser.get(f"{gw.url}/oidc/auth", params={"room": "board"})
-    refused = await browser.get(urljoin(gw.url, refused.headers["location"]))
     assert refused.status_code == 403
     assert "Access refused" in refused.text
     assert 'id="guest"' not in refused.text

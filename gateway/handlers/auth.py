@@ -7,7 +7,7 @@ from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi_state import MAX_STATE, parse_state
-from gateway.signin import TOKENIZE, ChooseIdP, GoTo, LiveSession, RoomRequest
+from gateway.signin import ChooseIdP, GoTo, LiveSession, RoomRequest
 
 
 class AuthHandler(GatewayHandler):
@@ -25,8 +25,8 @@ class AuthHandler(GatewayHandler):
         return RoomRequest(*self.room_and_tenant())
 
     async def with_session(self, identity: Identity, request: RoomRequest) -> None:
-        """A live session of an eligible IdP: single sign-on, no IdP round trip."""
-        self.redirect(request.link(TOKENIZE))
+        """A live session of an eligible IdP: single sign-on, the room token at once."""
+        self.to_room(await self.gateway.signin.enter(self.caller(), identity, request))
 
     def entry_link(self, request: RoomRequest, **kw: str) -> str:
         """This entry point again with more parameters (the chooser's links)."""

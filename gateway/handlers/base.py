@@ -18,7 +18,7 @@ from gateway.context import Gateway
 from gateway.errors import GatewayError
 from gateway.logging_setup import bind_request_id
 from gateway.rooms import valid_room, valid_tenant
-from gateway.signin import Refusal
+from gateway.signin import GoTo, Refusal, RoomToken
 
 log = logging.getLogger("gateway.handlers")
 
@@ -204,6 +204,14 @@ class GatewayHandler(RequestHandler):
         self.render_error_page(
             info.title, info.text, retry_url=refusal.retry_url, guest_url=refusal.guest_url
         )
+
+    def to_room(self, step: GoTo | RoomToken) -> None:
+        """Where a step ends: a redirect, or for Jitsi's app a page that hands over to it (a
+        custom scheme, which the system browser may ask the person about first)."""
+        if isinstance(step, GoTo) or step.app_url is None:
+            self.redirect(step.url)
+            return
+        self.render("open_app.html", app_url=step.app_url, web_url=step.url, room=step.room)
 
     def json_error_body(self, error: GatewayError) -> dict[str, Any]:
         """The JSON shape of a refusal; endpoints with a protocol of their own override it."""

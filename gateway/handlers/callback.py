@@ -19,5 +19,4 @@ class CallbackHandler(GatewayHandler):
         except GatewayError as exc:
             idp = path_idp if path_idp in self.gateway.idps else None
             raise await signin.refused(self.caller(), exc, idp=idp) from None
-        step = await signin.finish(self.caller(), path_idp, **params)
-        self.redirect(step.url)
+        self.to_room(await signin.finish(self.caller(), path_idp, **params))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from gateway.errors import GatewayError
 from gateway.handlers.base import GatewayHandler
 from gateway.jitsi_state import MAX_STATE, parse_state
-from gateway.signin import GoTo, RoomRequest
+from gateway.signin import RoomRequest
 
 
 class TokenizeHandler(GatewayHandler):
@@ -27,12 +27,4 @@ class TokenizeHandler(GatewayHandler):
             raise await signin.refused(
                 self.caller(), exc, event="room_refused", room=room, tenant=tenant
             ) from None
-        step = await signin.room(self.caller(), RoomRequest(room, tenant, state))
-        if isinstance(step, GoTo):
-            self.redirect(step.url)
-        elif step.app_url is None:
-            self.redirect(step.url)
-        else:
-            # A custom scheme: a page with a button (and an immediate refresh) hands over to
-            # the app; the system browser may ask the person first.
-            self.render("open_app.html", app_url=step.app_url, web_url=step.url, room=room)
+        self.to_room(await signin.room(self.caller(), RoomRequest(room, tenant, state)))
