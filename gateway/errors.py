@@ -27,8 +27,10 @@ REASONS = {
     "policy_denied": "the policy refused this person or room",
     "store_unavailable": "MongoDB could not be reached",
     "admin_unauthorized": "an admin API request without a valid admin bearer token",
-    "cross_site_request": "a logout POST from another site (Origin / Sec-Fetch-Site)",
-    "csrf_token_invalid": "a logout POST without the session's form token",
+    "cross_site_request": (
+        "a logout or admin sign-in POST from another site (Origin / Sec-Fetch-Site)"
+    ),
+    "csrf_token_invalid": "a logout or admin sign-in POST without its form token",
     "logout_token_invalid": "a back-channel logout token failed a check (detail names it)",
     "token_request_invalid": "a token-service request was malformed or named a wrong client",
     "token_grant_invalid": "a token-service code or refresh token was unknown, used or expired",

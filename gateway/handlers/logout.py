@@ -27,11 +27,11 @@ import hashlib
 import hmac
 import logging
 from datetime import timedelta
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
-from gateway.handlers.base import GatewayHandler
+from gateway.handlers.base import GatewayHandler, origin_of
 from gateway.idps import ConfiguredIdP
 from gateway.oidc.logout_token import (
     LogoutTokenError,
@@ -43,11 +43,6 @@ from gateway.store.sessions import SessionRecord
 log = logging.getLogger("gateway.handlers")
 
 MAX_LOGOUT_TOKEN = 16 * 1024
-
-
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _mac(gateway_secret: str, purpose: str, value: str) -> str:
@@ -161,23 +156,6 @@ class LogoutHandler(LogoutPage):
             query = {"idp": identity.idp, "kept": kept} if identity and kept else {}
             next_url = "/oidc/logged-out" + (f"?{urlencode(query)}" if query else "")
         self.redirect(next_url, status=303)
-
-    def cross_site(self) -> str | None:
-        """Why this POST is not from our own page, as far as the browser says, or None.
-
-        ``Sec-Fetch-Site`` is the most precise signal and wins when present. ``Origin`` is
-        compared when it names an origin; ``null`` (a same-origin form under a strict
-        referrer policy, a sandboxed frame, a privacy setting) proves nothing either way and
-        leaves the decision to the session-bound form token, which is always required.
-        """
-        fetch_site = self.request.headers.get("Sec-Fetch-Site")
-        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-            return f"Sec-Fetch-Site is {fetch_site[:32]}"
-        ours = origin_of(self.gateway.settings.public_url)
-        origin = self.request.headers.get("Origin")
-        if origin is not None and origin != "null" and origin.lower() != ours:
-            return "Origin is not the gateway's"
-        return None
 
     async def idp_logout_url(self, record: SessionRecord | None) -> tuple[str | None, str | None]:
         """(the IdP's end_session_endpoint with id_token_hint and state, why there is none)."""
