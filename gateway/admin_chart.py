@@ -111,7 +111,7 @@ def svg(chart: Chart, title: str = "Sign-ins and failures per IdP") -> str:
     for i in _label_positions(n):
         parts.append(
             f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
-            f'font-size="11" fill="#333">{escape(chart.buckets[i])}</text>'
+            f'font-size="11" fill="#333">{escape(short(chart.buckets[i]))}</text>'
         )
     for s in chart.series:
         parts.append(f'<g class="series" data-idp="{escape(s.idp)}">')
@@ -137,7 +137,12 @@ def svg(chart: Chart, title: str = "Sign-ins and failures per IdP") -> str:
     return "".join(parts)
 
 
-def _label_positions(n: int, most: int = 8) -> list[int]:
+def short(bucket: str) -> str:
+    """An axis label: ``2025-03-01T05:00Z`` as ``03-01 05:00`` (tooltips keep the whole)."""
+    return bucket[5:16].replace("T", " ") if "T" in bucket else bucket
+
+
+def _label_positions(n: int, most: int = 6) -> list[int]:
     if n == 0:
         return []
     step = max(1, -(-n // most))

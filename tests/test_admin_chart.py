@@ -29,6 +29,8 @@ def test_chart_hours_keep_their_zone_suffix_and_escape_names() -> None:
     assert chart.buckets[1] == "2025-03-01T23:00Z" and len(chart.buckets) == 4
     drawn = admin_chart.svg(chart)
     assert "<b>" not in drawn and "&lt;b&gt;&amp;" in drawn
+    assert ">03-01 22:00</text>" in drawn  # short axis label, whole bucket in the tooltip
+    assert "2025-03-01T22:00Z: 1 sign-ins" in drawn
 
 
 def test_empty_chart_says_so() -> None:
