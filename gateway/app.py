@@ -13,6 +13,7 @@ from gateway.config import ConfigError, Settings
 from gateway.context import Gateway
 from gateway.handlers.admin import AuditPeopleHandler, AuditQueryHandler, AuditStatsHandler
 from gateway.handlers.admin_sessions import SessionsHandler
+from gateway.handlers.admin_web import AdminLoginHandler, AdminLogoutHandler, AdminPageHandler
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
@@ -78,6 +79,10 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/admin/audit/stats/?", AuditStatsHandler, deps),
         (r"/admin/audit/people/?", AuditPeopleHandler, deps),
         (r"/admin/sessions/?", SessionsHandler, deps),
+        (r"/admin", tornado.web.RedirectHandler, {"url": "/admin/"}),  # the cookie's path
+        (r"/admin/", AdminPageHandler, deps),
+        (r"/admin/login", AdminLoginHandler, deps),
+        (r"/admin/logout", AdminLogoutHandler, deps),
     ]
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]

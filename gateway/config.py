@@ -404,12 +404,16 @@ class AdminToken(Strict):
 
 
 class Admin(Strict):
-    """The admin API (``/admin/audit``); no tokens: every request is refused."""
+    """The admin API (``/admin/audit``) and its web page (``/admin/``); no tokens: every
+    request is refused."""
 
     tokens: tuple[AdminToken, ...] = ()
     max_page_size: int = Field(1000, ge=1, le=10000)
     query_timeout_seconds: float = Field(120, gt=0, le=3600, description="a page or stats")
     export_timeout_seconds: float = Field(3600, gt=0, le=86400, description="a whole export")
+    web_session_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86400, description="how long a /admin/ sign-in lasts"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Admin:

@@ -24,7 +24,7 @@ class Reason:
 
 _START_AGAIN = "Please start again from the room link."
 _NOT_VERIFIED = ("Sign-in could not be verified", "The identity could not be verified.")
-_NOT_CONFIRMED = ("Sign-out was not confirmed", "Please use the sign-out button on this site.")
+_NOT_CONFIRMED = ("Request not confirmed", "Please use the button or form on this site.")
 
 REASONS: dict[str, Reason] = {
     "bad_request": Reason(
@@ -119,10 +119,12 @@ REASONS: dict[str, Reason] = {
         "A valid admin token is required.",
     ),
     "cross_site_request": Reason(
-        "a logout from another site (Origin / Sec-Fetch-Site)", 403, *_NOT_CONFIRMED
+        "a logout or admin sign-in from another site (Origin / Sec-Fetch-Site)",
+        403,
+        *_NOT_CONFIRMED,
     ),
     "csrf_token_invalid": Reason(
-        "a logout POST without the session's form token", 403, *_NOT_CONFIRMED
+        "a logout or admin sign-in POST without its form token", 403, *_NOT_CONFIRMED
     ),
     "logout_token_invalid": Reason(
         "a back-channel logout token failed a check (detail names it)",

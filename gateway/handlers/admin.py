@@ -2,22 +2,24 @@
 
 Bearer tokens are configured only as SHA-256 hex digests; the presented token's digest is
 compared with every configured one in constant time. Every request, refused or not, is
-itself audited (``admin_query``) with the filters used, never the token. Answers are JSON;
+itself audited (``admin_query``) with the filters used, never the token. The audit
+endpoints (``/admin/audit``, ``/stats``, ``/people``; GET only) also accept the web page's
+session cookie (see :mod:`gateway.handlers.admin_auth`), so its export links work in a
+browser without a token in the URL; such events carry ``via: "web"``. Answers are JSON;
 ``format=ndjson`` or ``format=csv`` streams the whole matching range chunk by chunk (each
 chunk flushed to the socket before the next is read), so memory does not grow with the range.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from typing import Any
 
-from tornado.httputil import url_concat
+from tornado.httputil import HTTPServerRequest, url_concat
 from tornado.iostream import StreamClosedError
 
 from gateway.errors import GatewayError
+from gateway.handlers import admin_auth
 from gateway.handlers.base import GatewayHandler
 from gateway.store import audit_query as aq
 
@@ -31,45 +33,68 @@ CONTENT_TYPES = {
 EXPORT_CHUNK = 1000
 
 
+def query_params(request: HTTPServerRequest) -> dict[str, str | None]:
+    """Each query parameter once, as text; repeated or binary ones are a FilterError."""
+    params: dict[str, str | None] = {}
+    for name, values in request.query_arguments.items():
+        if len(values) != 1:
+            raise aq.FilterError(name, "given more than once")
+        try:
+            params[name] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise aq.FilterError(name, "not UTF-8") from None
+    return params
+
+
+def safe_query(request: HTTPServerRequest) -> dict[str, str]:
+    """The request's parameters for the audit event, cut short; tokens never come here."""
+    return {
+        k[:64]: v[0].decode("utf-8", "replace")[:256]
+        for k, v in list(request.query_arguments.items())[:32]
+    }
+
+
 class AdminHandler(GatewayHandler):
     """Authentication, JSON errors and the ``admin_query`` audit event."""
 
     admin: str | None = None
     answers_json = True
+    via: str | None = None  # "web": authenticated by the /admin/ page's session cookie
+    accepts_web_session = False  # the read-only audit endpoints set this
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Content-Type", "application/json; charset=utf-8")
 
     def authenticate(self) -> str:
-        """The configured name of the presented token; raises admin_unauthorized."""
+        """The configured name of the presented token; raises admin_unauthorized.
+
+        Without an ``Authorization`` header, a read-only request to an endpoint that allows
+        it may come with the web page's session cookie instead.
+        """
         header = self.request.headers.get("Authorization", "")
+        if not header and self.accepts_web_session and self.request.method in ("GET", "HEAD"):
+            settings = self.gateway.settings
+            session = admin_auth.read_session(self, settings, self.gateway.clock())
+            if session is not None:
+                self.via = "web"
+                return session.name
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise GatewayError("admin_unauthorized", "missing bearer token")
-        digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
-        found: str | None = None
-        for configured in self.gateway.settings.admin.tokens:  # no early exit: constant time
-            if hmac.compare_digest(digest, configured.sha256):
-                found = configured.name
+        found = admin_auth.match_token(self.gateway.settings.admin.tokens, token)
         if found is None:
             raise GatewayError("admin_unauthorized", "invalid token")
-        return found
+        return found.name
 
     def query_params(self) -> dict[str, str | None]:
-        params: dict[str, str | None] = {}
-        for name, values in self.request.query_arguments.items():
-            if len(values) != 1:
-                raise aq.FilterError(name, "given more than once")
-            try:
-                params[name] = values[0].decode("utf-8")
-            except UnicodeDecodeError:
-                raise aq.FilterError(name, "not UTF-8") from None
-        return params
+        return query_params(self.request)
 
     async def audit_admin(self, outcome: str, **fields: Any) -> None:
         path = self.request.path
-        await self.audit("admin_query", outcome, admin=self.admin, path=path, **fields)
+        await self.audit(
+            "admin_query", outcome, admin=self.admin, path=path, via=self.via, **fields
+        )
 
     async def get(self) -> None:
         try:
@@ -107,11 +132,7 @@ class AdminHandler(GatewayHandler):
             )
 
     def safe_query(self) -> dict[str, str]:
-        """The request's parameters for the audit event, cut short; tokens never come here."""
-        return {
-            k[:64]: v[0].decode("utf-8", "replace")[:256]
-            for k, v in list(self.request.query_arguments.items())[:32]
-        }
+        return safe_query(self.request)
 
     def json_error_body(self, error: GatewayError) -> dict[str, Any]:
         """Operators may see why (``missing bearer token``, ``invalid token``)."""
@@ -135,6 +156,8 @@ class AdminHandler(GatewayHandler):
 
 
 class AuditQueryHandler(AdminHandler):
+    accepts_web_session = True
+
     async def answer(self, params: dict[str, str | None]) -> None:
         fmt = params.pop("format", None) or "json"
         linked = aq.parse_flag("linked", params.pop("linked", None))
@@ -188,6 +211,8 @@ class AuditQueryHandler(AdminHandler):
 
 
 class AuditStatsHandler(AdminHandler):
+    accepts_web_session = True
+
     async def answer(self, params: dict[str, str | None]) -> None:
         bucket = params.pop("bucket", None) or "day"
         if bucket not in aq.BUCKETS:
@@ -207,6 +232,8 @@ class AuditStatsHandler(AdminHandler):
 
 class AuditPeopleHandler(AdminHandler):
     """``/admin/audit/people``: distinct persons for the filters, first and last seen."""
+
+    accepts_web_session = True
 
     async def answer(self, params: dict[str, str | None]) -> None:
         q = aq.parse_query(params, now=self.gateway.now(), idps=await self.idp_ids(params))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from tornado.web import HTTPError, RequestHandler
 
@@ -23,6 +24,11 @@ from gateway.signin import GoTo, Refusal, RoomToken
 log = logging.getLogger("gateway.handlers")
 
 MAX_PARAM = 2048
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class GatewayHandler(RequestHandler):
@@ -98,6 +104,27 @@ class GatewayHandler(RequestHandler):
             raise GatewayError("bad_request", "tenant malformed")
         assert room is not None
         return room, tenant
+
+    def cross_site(self, *, own_host: bool = False) -> str | None:
+        """Why this POST is not from our own page, as far as the browser says, or None.
+
+        ``Sec-Fetch-Site`` is the most precise signal and wins when present. ``Origin`` is
+        compared when it names an origin; ``null`` (a same-origin form under a strict
+        referrer policy, a sandboxed frame, a privacy setting) proves nothing either way and
+        leaves the decision to the session-bound form token, which is always required.
+        ``own_host``: an ``Origin`` naming the host this request was addressed to is ours
+        too (the admin page is reached on the gateway's own port, not at ``public_url``).
+        """
+        fetch_site = self.request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+            return f"Sec-Fetch-Site is {fetch_site[:32]}"
+        ours = origin_of(self.gateway.settings.public_url)
+        origin = self.request.headers.get("Origin")
+        if origin is None or origin == "null" or origin.lower() == ours:
+            return None
+        if own_host and urlsplit(origin).netloc.lower() == self.request.host.lower():
+            return None
+        return "Origin is not the gateway's"
 
     # ---- cookies ---------------------------------------------------------------------------
 

@@ -28,11 +28,11 @@ import hmac
 import logging
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from adapters.base import IssuerResolver
 from gateway.errors import GatewayError
-from gateway.handlers.base import GatewayHandler
+from gateway.handlers.base import GatewayHandler, origin_of
 from gateway.hashing import sha256_hex
 from gateway.idps import ConfiguredIdP
 from gateway.oidc.logout_token import (
@@ -43,11 +43,6 @@ from gateway.oidc.logout_token import (
 log = logging.getLogger("gateway.handlers")
 
 MAX_LOGOUT_TOKEN = 16 * 1024
-
-
-def origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _mac(gateway_secret: str, purpose: str, value: str) -> str:
@@ -150,23 +145,6 @@ class LogoutHandler(LogoutPage):
     def logged_out_state(self, idp_id: str) -> str:
         """The ``state`` the IdP hands back to ``/oidc/logged-out``: proof it signed out."""
         return f"{idp_id}.{_mac(self.secret(), 'logged-out', idp_id)}"
-
-    def cross_site(self) -> str | None:
-        """Why this POST is not from our own page, as far as the browser says, or None.
-
-        ``Sec-Fetch-Site`` is the most precise signal and wins when present. ``Origin`` is
-        compared when it names an origin; ``null`` (a same-origin form under a strict
-        referrer policy, a sandboxed frame, a privacy setting) proves nothing either way and
-        leaves the decision to the session-bound form token, which is always required.
-        """
-        fetch_site = self.request.headers.get("Sec-Fetch-Site")
-        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-            return f"Sec-Fetch-Site is {fetch_site[:32]}"
-        ours = origin_of(self.gateway.settings.public_url)
-        origin = self.request.headers.get("Origin")
-        if origin is not None and origin != "null" and origin.lower() != ours:
-            return "Origin is not the gateway's"
-        return None
 
 
 class SilentLogoutHandler(LogoutPage):
