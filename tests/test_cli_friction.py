@@ -140,7 +140,7 @@ async def test_log_lines_carry_the_request_id_once(
     handler = logging.StreamHandler(stream)
     handler.setFormatter(TextFormatter())
     handler.addFilter(RedactingFilter())
-    logger = logging.getLogger("gateway.handlers")
+    logger = logging.getLogger("gateway.signin")  # where refusals are logged
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)

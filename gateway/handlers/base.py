@@ -41,6 +41,10 @@ class GatewayHandler(RequestHandler):
         self.request_id = uuid.uuid4().hex
 
     def set_default_headers(self) -> None:
+        # Also run by clear() before an error page: the reference id must survive it.
+        request_id = getattr(self, "request_id", None)
+        if request_id is not None:
+            self.set_header("X-Request-Id", request_id)
         self.set_header("Cache-Control", "no-store")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("X-Content-Type-Options", "nosniff")
