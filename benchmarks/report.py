@@ -365,6 +365,8 @@ READING = [
     "- **Hops** are the requests the person's browser makes to the gateway; OP hops are its",
     "  requests to the OP's login pages; IdP requests are the gateway's back-channel calls.",
     "- The client runs on the same machine: when its CPU is near one core the throughput",
-    "  figures are the client's limit, not the gateway's (`client_cpu_ms` in the JSON).",
+    "  figures are the client's limit, not the gateway's (`cpu_ms.client` in the JSON).",
+    "- The test suite runs `--smoke` (5 sign-ins, 10 SSO tokens; `tests/test_bench_smoke.py`)",
+    "  so the harness keeps working; it never asserts the targets.",
     "",
 ]
