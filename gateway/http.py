@@ -44,6 +44,9 @@ class HttpClient:
     def __init__(self, timeout: float = 10.0, max_response_bytes: int = MAX_RESPONSE_BYTES):
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
+        # Requests sent, by method: ``jog_idp_requests_total`` (the HTTP hops a sign-in
+        # costs the gateway on the back channel; benchmarks count them per sign-in).
+        self.requests: dict[str, int] = {}
 
     async def get_json(
         self, url: str, headers: Mapping[str, str] | None = None, timeout: float | None = None
@@ -68,6 +71,7 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         timeout: float | None,
     ) -> Any:
+        self.requests[method] = self.requests.get(method, 0) + 1
         limit = timeout or self.timeout
         cap = self.max_response_bytes
         chunks: list[bytes] = []

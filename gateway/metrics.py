@@ -84,6 +84,23 @@ class GatewayCollector(Collector):
         )
         sessions.add_metric([], _number(self.gateway.store.sessions, "errors"))
         yield sessions
+        commands = CounterMetricFamily(
+            "jog_store_commands",
+            "MongoDB commands sent (round trips), by command and collection",
+            labels=["command", "collection"],
+        )
+        counts: dict[tuple[str, str], int] = getattr(getattr(store, "commands", None), "counts", {})
+        for (name, collection), count in sorted(counts.items()):
+            commands.add_metric([name, collection], float(count))
+        yield commands
+        outbound = CounterMetricFamily(
+            "jog_idp_requests",
+            "outbound HTTP requests (IdP discovery, keys, token, userinfo, APIs) by method",
+            labels=["method"],
+        )
+        for method, count in sorted(getattr(self.gateway.http, "requests", {}).items()):
+            outbound.add_metric([method], float(count))
+        yield outbound
 
 
 def _number(obj: object, *names: str) -> float:

@@ -76,6 +76,36 @@ async def test_counters_after_a_known_sequence_of_sign_ins(
 
 
 @pytest.mark.asyncio
+async def test_store_commands_and_idp_requests_move_with_a_sign_in(
+    gw: GatewayUnderTest, op: TestOP
+) -> None:
+    """The round trips the sign-in benchmark counts: MongoDB commands by command and
+    collection, outbound calls to the IdP by method."""
+    before = parse((await scrape(gw)).text)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+        response = await gw.sign_in(browser, op)
+        assert "jwt=" in response.headers["location"]
+    assert await gw.store.audit.flush()
+    after = parse((await scrape(gw)).text)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    # Which commands a sign-in needs is the hot path's business; that each store touched
+    # is counted under its own collection is this counter's.
+    commands = [
+        (labels, count - before.get((name, labels), 0.0))
+        for (name, labels), count in after.items()
+        if name == "jog_store_commands_total"
+    ]
+    touched = {dict(labels)["collection"] for labels, delta in commands if delta > 0}
+    assert {"flows", "sessions", "audit"} <= touched, commands
+    assert moved("jog_store_commands_total", command="insert", collection="audit") >= 1
+    assert all(float(delta).is_integer() for _, delta in commands)
+    assert moved("jog_idp_requests_total", method="POST") >= 1  # the code exchange
+
+
+@pytest.mark.asyncio
 async def test_metrics_bearer_token(op: TestOP, mongo_uri: str) -> None:
     token = "scrape-token-0123456789"
     async with start_gateway(op, mongo_uri, metrics={"bearer_token": token}) as gw:

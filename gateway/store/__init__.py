@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 
-from pymongo import AsyncMongoClient, WriteConcern
+from pymongo import AsyncMongoClient, WriteConcern, monitoring
 
 from gateway.store.audit import AuditLog
 from gateway.store.flows import FlowStore
@@ -28,9 +28,40 @@ MAINTENANCE_INTERVAL_SECONDS = 5.0
 DURABLE = WriteConcern(w="majority", j=True)
 
 
+class CommandCounter(monitoring.CommandListener):
+    """Commands this process sent to MongoDB, by (command, collection): the store round
+    trips behind ``jog_store_commands_total`` (benchmarks count them per sign-in). One dict
+    increment per command; the collection is the command's own target (``insert`` into
+    ``audit``...), empty for commands without one (``ping``, ``getMore``), so the labels are
+    the gateway's own names, never request input."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get(name)
+        key = (name, target if isinstance(target, str) else "")
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
 class Store:
-    def __init__(self, client: AsyncMongoClient, database: str, durable: bool = True) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient,
+        database: str,
+        durable: bool = True,
+        commands: CommandCounter | None = None,
+    ) -> None:
         self.client = client
+        # Filled by the client's listener when ``connect`` built the client; else stays empty.
+        self.commands = commands or CommandCounter()
         self.db = client.get_database(database, write_concern=DURABLE if durable else None)
         self.reachable = False
         self.indexes_ready = False
@@ -46,6 +77,7 @@ class Store:
         cls, uri: str, database: str, timeout_seconds: float = 5.0, durable: bool = True
     ) -> Store:
         ms = int(timeout_seconds * 1000)
+        commands = CommandCounter()
         client: AsyncMongoClient = AsyncMongoClient(
             uri,
             serverSelectionTimeoutMS=ms,
@@ -53,8 +85,9 @@ class Store:
             socketTimeoutMS=ms,
             tz_aware=True,
             appname="jitsi-oidc-gateway",
+            event_listeners=[commands],
         )
-        return cls(client, database, durable)
+        return cls(client, database, durable, commands)
 
     async def ensure_indexes(self) -> None:
         await self.flows.ensure_indexes()

@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand and never by the test suite (``python -m benchmarks.signin``)."""

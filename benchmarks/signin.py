@@ -1,0 +1,681 @@
+"""Sign-in benchmark: virtual users over plain HTTP against the gateway, the real test OP and
+the MongoDB-wire store, all on loopback, each in its own process.
+
+    python -m benchmarks.signin [--quick | --smoke] [--long] [--json out.json]
+                                [--chart out.png] [--docs docs/performance.md]
+
+Scenarios: full sign-in at concurrency 1, 8, 32; single sign-on (a signed-in person asks for
+new rooms) at 8 and 64; the bare Tornado redirect (``benchmarks/bare.py``) at every level,
+so each figure is also a ratio to it. ``--long`` adds 20,000 sign-ins for memory growth.
+Prints a table and PASS/FAIL lines for the targets; not part of the test suite (which runs
+``--smoke`` only, so the harness keeps working). Exit code 0 whatever the targets say, 1
+when operations failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks import report
+from benchmarks.procs import Memory, Watched
+from benchmarks.users import Outcome, Run, Target, VirtualUser, run_bounded
+from gateway.devtools.embedded import EmbeddedMongo
+from gateway.devtools.op import TestOP
+
+REPO = Path(__file__).resolve().parents[1]
+JITSI_BASE = "http://127.0.0.1:9/meet"
+IDP_ID = "bench"
+#: Commands the gateway sends whatever the traffic (maintenance, index checks).
+BACKGROUND = frozenset(
+    {"ping", "hello", "isMaster", "ismaster", "createIndexes", "listIndexes", "endSessions"}
+)
+AUDIT_INSERT = ("insert", "audit")
+
+ACCOUNTS: list[dict[str, Any]] = [
+    {
+        "sub": f"bench-{i}",
+        "username": f"user{i}",
+        "password": f"pw{i}",
+        "claims": {
+            "name": f"Bench User {i}",
+            "preferred_username": f"user{i}",
+            "email": f"user{i}@example.org",
+            "email_verified": True,
+            "groups": ["staff"],
+        },
+    }
+    for i in range(64)
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many operations of each kind, at which concurrency levels, for how long."""
+
+    mode: str
+    full: tuple[tuple[int, int], ...]  # (concurrency, sign-ins)
+    sso: tuple[tuple[int, int], ...]  # (concurrency, tokens)
+    bare: int  # requests per level
+    max_seconds: float  # per run
+
+
+PLANS = {
+    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30),
+    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8),
+    "default": Plan("default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90),
+}
+LONG_SIGN_INS = 20_000
+LONG_CONCURRENCY = 32
+
+
+# ---- the processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for the gateway: no ``JOG_`` overrides from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def gateway_settings(url: str, port: int, op: TestOP, client: dict, uri: str, work: Path) -> dict:
+    return {
+        "public_url": url,
+        "listen": {"host": "127.0.0.1", "port": port},
+        "mongodb": {"uri": uri, "database": f"jog_bench_{secrets.token_hex(4)}"},
+        "cookies": {"secret": secrets.token_urlsafe(32), "secure": False},
+        "jitsi": {
+            "base_url": JITSI_BASE,
+            "app_id": "bench_app",
+            "domain": "meet.bench",
+            "app_secret": secrets.token_urlsafe(32),
+        },
+        "idps": [
+            {
+                "id": IDP_ID,
+                "adapter": "generic",
+                "display_name": "Bench OP",
+                "issuer": op.issuer,
+                "client_id": client["client_id"],
+                "client_secret": client["client_secret"],
+                "scopes": ["openid", "profile", "email", "groups"],
+            }
+        ],
+        "audit": {"spool_dir": str(work / "spool")},
+        "log_level": "INFO",
+        "log_format": "json",
+    }
+
+
+async def wait_http(url: str, process: subprocess.Popen[Any] | None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{url}: process exited with {process.returncode}")
+            try:
+                if (await client.get(url)).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def spawn(command: list[str], cwd: Path, stdout: Any) -> subprocess.Popen[str]:
+    """A measured process of its own (the gateway, the bare server); output to ``stdout``."""
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not subprocess.PIPE else None,
+        text=True,
+    )
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Stack:
+    target: Target
+    bare_url: str
+    watched: dict[str, Watched]  # gateway, op, store, bare
+    store: str  # what the store is, for the report
+
+
+async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Path) -> Stack:
+    """The store, the OP, the gateway and the bare server (or the given URLs)."""
+    watched: dict[str, Watched] = {}
+    if args.mongodb_uri:
+        uri, store = args.mongodb_uri, "given MongoDB"
+        watched["store"] = Watched("store", None)
+    else:
+        mongo = await asyncio.to_thread(EmbeddedMongo(durable=args.durable_store).start)
+        exits.callback(mongo.cleanup)
+        uri = mongo.uri
+        store = "SecantusDB " + ("(fsync at every commit)" if args.durable_store else "(no fsync)")
+        watched["store"] = Watched("store", mongo.proc.pid if mongo.proc else None)
+    if args.op_issuer:
+        op = TestOP.attach(args.op_issuer)
+        watched["op"] = Watched("op", args.op_pid)
+    else:
+        op = await asyncio.to_thread(TestOP.start, ACCOUNTS)
+        exits.callback(op.stop)
+        watched["op"] = Watched("op", op.process.pid)
+    accounts = [(a["username"], a["password"]) for a in ACCOUNTS]
+    if args.user:
+        accounts = [tuple(args.user.split(":", 1))]  # type: ignore[list-item]
+
+    if args.gateway_url:
+        gateway_url, jitsi_base = args.gateway_url.rstrip("/"), args.jitsi_base_url
+        watched["gateway"] = Watched("gateway", args.gateway_pid)
+    else:
+        port = free_port()
+        gateway_url, jitsi_base = f"http://127.0.0.1:{port}", JITSI_BASE
+        client = await op.register_client([f"{gateway_url}/oidc/redirect/{IDP_ID}"])
+        settings = gateway_settings(gateway_url, port, op, client, uri, work)
+        path = work / "settings.yaml"
+        path.write_text(json.dumps(settings, indent=2), encoding="utf-8")  # JSON is YAML
+        log = (work / "gateway.log").open("w", encoding="utf-8")
+        exits.callback(log.close)
+        gateway = spawn([sys.executable, "-m", "gateway", "serve", "-c", str(path)], work, log)
+        exits.callback(stop_process, gateway)
+        await wait_http(f"{gateway_url}/healthz", gateway)
+        watched["gateway"] = Watched("gateway", gateway.pid)
+
+    bare = spawn([sys.executable, "-m", "benchmarks.bare", "--port", "0"], REPO, subprocess.PIPE)
+    exits.callback(stop_process, bare)
+    assert bare.stdout is not None
+    line = await asyncio.to_thread(bare.stdout.readline)
+    bare_url = f"http://127.0.0.1:{json.loads(line)['port']}/r"
+    watched["bare"] = Watched("bare", bare.pid)
+    return Stack(Target(gateway_url, jitsi_base, op, accounts), bare_url, watched, store)
+
+
+# ---- metrics -------------------------------------------------------------------------------
+
+
+async def scrape(gateway_url: str) -> dict[str, dict[tuple[str, ...], float]]:
+    """The gateway's counters the benchmark reads: store commands and IdP requests."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{gateway_url}/metrics")
+    found: dict[str, dict[tuple[str, ...], float]] = {"store": {}, "idp": {}}
+    if response.status_code != 200:
+        return found
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "jog_store_commands_total":
+                key = (sample.labels["command"], sample.labels["collection"])
+                found["store"][key] = sample.value
+            elif sample.name == "jog_idp_requests_total":
+                found["idp"][(sample.labels["method"],)] = sample.value
+    return found
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def store_split(commands: dict[tuple[str, ...], float]) -> dict[str, float]:
+    """Total (background left out), the person's path (audit inserts left out), audit."""
+    total = sum(v for (name, _), v in commands.items() if name not in BACKGROUND)
+    audit = commands.get(AUDIT_INSERT, 0.0)
+    return {"total": total, "person_path": total - audit, "audit_inserts": audit}
+
+
+# ---- measuring a run -----------------------------------------------------------------------
+
+
+class MemorySampler:
+    """The gateway's RSS every ``interval`` seconds while a run goes on (peak per run)."""
+
+    def __init__(self, watched: Watched, interval: float = 0.25) -> None:
+        self.watched, self.interval = watched, interval
+        self.peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            memory = await asyncio.to_thread(self.watched.memory)
+            if memory is not None:
+                self.peak = max(self.peak, memory.rss_mib)
+            await asyncio.sleep(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def measured(
+    stack: Stack, server: str, concurrency: int, work: Callable[[], Awaitable[Run]]
+) -> dict[str, Any]:
+    """Run ``work`` and report it: throughput, latencies, CPU per operation of each process
+    (``server`` is the one the operations are for: gateway or bare), counters, memory."""
+    url = stack.target.gateway_url
+    before_cpu = {name: w.cpu() for name, w in stack.watched.items()}
+    before_metrics = await scrape(url)
+    client_before = time.process_time()
+    watched = stack.watched[server]
+    with MemorySampler(watched) as sampler:
+        run = await work()
+    client_cpu = time.process_time() - client_before
+    after_metrics = await scrape(url)
+    after_cpu = {name: w.cpu() for name, w in stack.watched.items()}
+    ops = len(run.outcomes)
+    per_op = max(ops, 1)
+    cpu_ms: dict[str, float | None] = {}
+    for name in ("gateway", "op", "store") if server == "gateway" else ("bare",):
+        b, a = before_cpu[name], after_cpu[name]
+        cpu_ms[name] = None if a is None or b is None else round(1000 * (a - b) / per_op, 4)
+    if server == "bare":
+        cpu_ms = {"gateway": cpu_ms["bare"]}
+    cpu_ms["client"] = round(1000 * client_cpu / per_op, 4)
+    commands = delta(after_metrics["store"], before_metrics["store"]) if server != "bare" else {}
+    idp = delta(after_metrics["idp"], before_metrics["idp"]) if server != "bare" else {}
+    memory: Memory | None = watched.memory()
+    split = store_split(commands)
+    return {
+        "concurrency": concurrency,
+        "count": ops,
+        "errors": len(run.errors),
+        "error_samples": run.errors[:5],
+        "stopped_by_time": run.stopped_by_time,
+        "seconds": round(run.seconds, 3),
+        "throughput": round(ops / run.seconds, 2) if run.seconds else None,
+        "latency_ms": report.latencies(run.outcomes),
+        "cpu_ms": cpu_ms,
+        "store_commands_per_op": {k: round(v / per_op, 3) for k, v in split.items()},
+        "store_commands": {".".join(k): v for k, v in sorted(commands.items())},
+        "idp_requests_per_op": round(sum(idp.values()) / per_op, 3),
+        "gateway_hops_per_op": _mean(o.gateway_hops for o in run.outcomes),
+        "op_hops_per_op": _mean(o.op_hops for o in run.outcomes),
+        "gateway_rss_mib": {
+            "end": round(memory.rss_mib, 1) if memory else None,
+            "peak": round(max(sampler.peak, memory.rss_mib if memory else 0.0), 1),
+        },
+    }
+
+
+def _mean(values: Any) -> float | None:
+    seq = list(values)
+    return round(sum(seq) / len(seq), 3) if seq else None
+
+
+async def users_for(stack: Stack, n: int) -> list[VirtualUser]:
+    return [VirtualUser(stack.target) for _ in range(n)]
+
+
+async def close_all(users: list[VirtualUser]) -> None:
+    await asyncio.gather(*(u.close() for u in users))
+
+
+async def bare_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dict[str, Any]:
+    users = await users_for(stack, concurrency)
+
+    async def op(user: VirtualUser, _i: int, _c: Any) -> Outcome:
+        return await user.bare(stack.bare_url)
+
+    try:
+        return await measured(
+            stack,
+            "bare",
+            concurrency,
+            lambda: run_bounded(users, count, plan.max_seconds, op),
+        )
+    finally:
+        await close_all(users)
+
+
+def account(stack: Stack, index: int) -> tuple[str, str]:
+    return stack.target.accounts[index % len(stack.target.accounts)]
+
+
+async def full_run(
+    stack: Stack,
+    concurrency: int,
+    count: int,
+    max_seconds: float,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    users = await users_for(stack, concurrency)
+    tag = secrets.token_hex(3)
+
+    async def op(user: VirtualUser, i: int, _c: Any) -> Outcome:
+        return await user.sign_in(f"full-{tag}-{i}", account(stack, i))
+
+    try:
+        return await measured(
+            stack,
+            "gateway",
+            concurrency,
+            lambda: run_bounded(users, count, max_seconds, op, progress=progress),
+        )
+    finally:
+        await close_all(users)
+
+
+async def sso_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dict[str, Any]:
+    """Each virtual user signs one person in (not measured), then asks for new rooms."""
+    users = await users_for(stack, concurrency)
+    tag = secrets.token_hex(3)
+    try:
+        jars = []
+        for batch in range(0, concurrency, 16):
+            chunk = users[batch : batch + 16]
+            await asyncio.gather(
+                *(
+                    u.sign_in(f"sso-{tag}-home", account(stack, batch + j))
+                    for j, u in enumerate(chunk)
+                )
+            )
+            jars += [u.client.cookies for u in chunk]
+
+        async def op(user: VirtualUser, i: int, jar: httpx.Cookies) -> Outcome:
+            return await user.sso(f"sso-{tag}-{i}", jar)
+
+        return await measured(
+            stack,
+            "gateway",
+            concurrency,
+            lambda: run_bounded(users, count, plan.max_seconds, op, contexts=jars),
+        )
+    finally:
+        await close_all(users)
+
+
+async def probe(stack: Stack) -> dict[str, Any]:
+    """One sign-in, then one SSO token, alone, with ``/metrics`` read after every hop: the
+    exact (integer) store round trips, IdP requests and hops per step."""
+    url = stack.target.gateway_url
+    user = VirtualUser(stack.target)
+    found: dict[str, Any] = {}
+    try:
+        for scenario in ("full_sign_in", "sso"):
+            steps: dict[str, Any] = {}
+            last = await scrape(url)
+
+            async def after_hop(step: str, steps: dict[str, Any] = steps) -> None:
+                nonlocal last
+                await asyncio.sleep(0.01)  # an audit batch the response did not wait for
+                now = await scrape(url)
+                cmds = delta(now["store"], last["store"])
+                cmds = {k: v for k, v in cmds.items() if k[0] not in BACKGROUND}
+                into = steps.setdefault(step, {"store": {}, "idp_requests": 0})
+                for key, value in cmds.items():
+                    name = ".".join(key)
+                    into["store"][name] = into["store"].get(name, 0) + int(value)
+                into["idp_requests"] += int(sum(delta(now["idp"], last["idp"]).values()))
+                last = now
+
+            if scenario == "full_sign_in":
+                outcome = await user.sign_in("probe-home", account(stack, 0), after_hop)
+            else:
+                outcome = await user.sso("probe-next", user.client.cookies, after_hop)
+            commands: dict[tuple[str, ...], float] = {}
+            for s in steps.values():
+                for name, value in s["store"].items():
+                    key = tuple(name.split(".", 1))
+                    commands[key] = commands.get(key, 0) + value
+            split = {k: int(v) for k, v in store_split(commands).items()}
+            found[scenario] = {
+                "gateway_hops": outcome.gateway_hops,
+                "op_hops": outcome.op_hops,
+                "idp_requests": sum(s["idp_requests"] for s in steps.values()),
+                "store": split,
+                "steps": steps,
+            }
+    finally:
+        await user.close()
+    return found
+
+
+async def long_run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """``--long``: 20,000 sign-ins; the gateway's RSS after the first 1,000 and at the end."""
+    rss: dict[int, float] = {}
+    gateway = stack.watched["gateway"]
+    pending: list[int] = []
+
+    def progress(done: int) -> None:
+        if done % 1000 == 0:
+            pending.append(done)
+
+    async def sample() -> None:
+        while True:
+            while pending:
+                memory = gateway.memory()
+                rss[pending.pop(0)] = memory.rss_mib if memory else 0.0
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    try:
+        result = await full_run(stack, LONG_CONCURRENCY, args.long_sign_ins, 3600, progress)
+    finally:
+        sampler.cancel()
+    end = gateway.memory()
+    first = rss.get(1000)
+    end_rss = end.rss_mib if end else None
+    growth = 100 * (end_rss - first) / first if first and end_rss else None
+    return {
+        "sign_ins": result["count"],
+        "errors": result["errors"],
+        "concurrency": LONG_CONCURRENCY,
+        "seconds": result["seconds"],
+        "rss_after_first_1000_mib": round(first, 1) if first else None,
+        "rss_end_mib": round(end_rss, 1) if end_rss else None,
+        "growth_percent": round(growth, 2) if growth is not None else None,
+        "peak_mib": end.peak_mib if end else None,
+        "rss_every_1000_mib": {str(k): round(v, 1) for k, v in sorted(rss.items())},
+        "run": result,
+    }
+
+
+# ---- the whole benchmark -------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(pages / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_average": list(os.getloadavg()),  # other work on the machine skews latencies
+    }
+
+
+def with_ratios(phases: list[dict], bare: dict[int, dict]) -> None:
+    for p in phases:
+        base = bare.get(p["concurrency"])
+        if base is None:
+            p["ratios"] = {}
+            continue
+        lat, blat = p["latency_ms"]["gateway"], base["latency_ms"]["gateway"]
+        p["ratios"] = {
+            "throughput": report.ratio(p["throughput"], base["throughput"]),
+            **{q: report.ratio(lat[q], blat[q]) for q in ("p50", "p95", "p99")},
+            "cpu": report.ratio(p["cpu_ms"]["gateway"], base["cpu_ms"]["gateway"]),
+        }
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    plan = PLANS[args.mode]
+    levels = sorted({c for c, _ in plan.full} | {c for c, _ in plan.sso})
+    work = Path(tempfile.mkdtemp(prefix="jog-bench-"))
+    data: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks.signin", *argv]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": plan.mode,
+        "machine": machine(),
+        "plan": {
+            "full_sign_in": [list(x) for x in plan.full],
+            "sso": [list(x) for x in plan.sso],
+            "bare_per_level": plan.bare,
+            "max_seconds_per_run": plan.max_seconds,
+        },
+    }
+    try:
+        async with AsyncExitStack() as exits:
+            say(f"starting store, OP, gateway and bare server ({work})")
+            stack = await start_stack(args, exits, work)
+            data["store"] = stack.store
+            data["processes"] = {n: w.pid for n, w in stack.watched.items()}
+            # Warm up (connections, JWKS, first-request imports) before measuring anything.
+            await full_run(stack, 2, 4, plan.max_seconds)
+            data["counts"] = await probe(stack)
+            bare = {}
+            for c in levels:
+                say(f"bare Tornado redirect at {c}")
+                bare[c] = await bare_run(stack, c, plan.bare, plan)
+            data["bare"] = [bare[c] for c in levels]
+            data["full_sign_in"] = []
+            for c, n in plan.full:
+                say(f"full sign-in at {c} ({n})")
+                data["full_sign_in"].append(await full_run(stack, c, n, plan.max_seconds))
+            data["sso"] = []
+            for c, n in plan.sso:
+                say(f"single sign-on at {c} ({n})")
+                data["sso"].append(await sso_run(stack, c, n, plan))
+            with_ratios(data["full_sign_in"], bare)
+            with_ratios(data["sso"], bare)
+            data["long"] = None
+            if args.long:
+                say(f"long run: {args.long_sign_ins} sign-ins at {LONG_CONCURRENCY}")
+                data["long"] = await long_run(stack, args)
+            data["memory_mib"] = {
+                name: (m.__dict__ if (m := w.memory()) else None)
+                for name, w in stack.watched.items()
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    data["machine"]["load_average_end"] = list(os.getloadavg())
+    data["targets"] = report.targets(data)
+    return data
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.signin", description=__doc__.splitlines()[0]
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small counts, under a minute")  # fmt: skip
+    size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
+                      help="5 sign-ins, 10 SSO tokens: the harness works")  # fmt: skip
+    parser.set_defaults(mode="default")
+    parser.add_argument("--long", action="store_true", help="add 20,000 sign-ins (memory)")
+    parser.add_argument("--long-sign-ins", type=int, default=LONG_SIGN_INS, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--chart", type=Path, help="PNG of latency percentiles vs concurrency")
+    parser.add_argument("--docs", type=Path, help="rewrite this Markdown page (and the chart)")
+    parser.add_argument(
+        "--durable-store", action="store_true", help="the embedded store fsyncs every commit"
+    )
+    parser.add_argument("--mongodb-uri", help="use this MongoDB instead of the embedded store")
+    parser.add_argument("--op-issuer", help="a running test OP (tests/op) instead of starting one")
+    parser.add_argument("--op-pid", type=int, help="its process id, to measure its CPU")
+    parser.add_argument("--gateway-url", help="a running gateway instead of starting one")
+    parser.add_argument("--gateway-pid", type=int, help="its process id, to measure its CPU")
+    parser.add_argument("--jitsi-base-url", default=JITSI_BASE, help="the gateway's jitsi.base_url")
+    parser.add_argument("--user", help="USER:PASSWORD at the OP (default: the started OP's users)")
+    args = parser.parse_args(argv)
+    if args.gateway_url and not (args.op_issuer and args.user):
+        parser.error("--gateway-url needs --op-issuer and --user")
+    if args.op_issuer and not args.gateway_url:
+        parser.error("--op-issuer needs --gateway-url (the gateway's client is registered there)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    data = asyncio.run(benchmark(args, argv))
+    chart_path = args.chart
+    if args.docs and chart_path is None:
+        chart_path = args.docs.with_name("performance.png")
+    if chart_path is not None:
+        report.chart(data, chart_path)
+        data["chart"] = str(chart_path)
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    if args.docs:
+        name = os.path.relpath(chart_path, args.docs.parent) if chart_path else None
+        args.docs.write_text(report.markdown(data, name), encoding="utf-8")
+    print(report.table(data))
+    print("\nper step (ms)        " + "".join(f"{'p' + str(q):>10}" for q in report.PERCENTILES))
+    print("\n".join(report.step_rows(data)))
+    print("\ncounted, one operation alone:")
+    print("\n".join(report.counts_lines(data["counts"])))
+    if data.get("long"):
+        long = data["long"]
+        print(
+            f"\nlong run: {long['sign_ins']} sign-ins, gateway RSS "
+            f"{long['rss_after_first_1000_mib']} MiB after 1,000, {long['rss_end_mib']} MiB "
+            f"at the end ({long['growth_percent']} %)"
+        )
+    print()
+    print("\n".join(report.target_lines(data["targets"])))
+    phases = data["bare"] + data["full_sign_in"] + data["sso"]
+    failed = sum(p["errors"] for p in phases) + (data["long"]["errors"] if data["long"] else 0)
+    if failed:
+        print(f"\n{failed} operations failed; samples in the JSON (error_samples)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
