@@ -33,7 +33,7 @@ from gateway.errors import GatewayError
 from gateway.hashing import random_token
 from gateway.http import UpstreamError
 from gateway.idps import ConfiguredIdP
-from gateway.jitsi_state import JitsiState, state_param
+from gateway.jitsi_state import JitsiState, parse_state, state_param
 from gateway.room_token import room_token
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps, idp_for_email
@@ -250,7 +250,7 @@ class SignIn:
         iss: str | None,
         error: str | None,
         code: str | None,
-    ) -> GoTo:
+    ) -> GoTo | RoomToken:
         """The IdP's answer at ``/oidc/redirect/<path_idp>``: state first (consumed before
         anything else, so a refused state never reaches the token endpoint), then the
         response's issuer, then the code, the identity, the policy and a new session."""
@@ -297,12 +297,13 @@ class SignIn:
                 tenant=flow.tenant if flow else None,
                 callback_idp=path_idp if path_idp != idp_id else None,
             ) from None
-        assert flow is not None  # set, or the step was refused
+        assert flow is not None and identity is not None  # set, or the step was refused
         if flow.return_to and flow.return_to.startswith("/oidc/authorize?"):
             return GoTo(flow.return_to)  # the token service's request, now with a session
-        # /oidc/tokenize then mints the room token from the new session's cookie.
-        carried = state_param(flow.jitsi_state)
-        return GoTo(room_link(TOKENIZE, flow.room, flow.tenant, **carried))
+        # The room token at once, from the identity just verified: no hop through
+        # /oidc/tokenize and no second session lookup (the state was checked at the start).
+        state = parse_state(flow.jitsi_state, flow.room, flow.tenant) if flow.jitsi_state else None
+        return await self.enter(caller, identity, RoomRequest(flow.room, flow.tenant, state))
 
     async def _login(self, idp: ConfiguredIdP, flow: Flow, code: str, iss: str | None) -> IdpLogin:
         """Code -> verified ID token -> the adapter's identity (with the verified ``sub``)."""

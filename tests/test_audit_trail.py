@@ -9,7 +9,7 @@ import asyncio
 import re
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -75,7 +75,9 @@ async def test_happy_path_leaves_three_complete_events(
     assert minted["jti"] == claims["jti"]
     assert int(minted["token_expires_at"].timestamp()) == claims["exp"]
     assert minted["room"] == "standup"
-    assert len({d["request_id"] for d in docs}) == 3
+    # two requests: the entry point, and the callback that signs in and mints at once
+    assert len({d["request_id"] for d in docs}) == 2
+    assert login["request_id"] == minted["request_id"]
 
 
 async def test_single_sign_on_into_a_second_room_adds_only_a_token_event(
@@ -105,10 +107,11 @@ async def test_refusals_are_audited_with_reason_and_room(
     assert kinds(docs) == [
         ("flow_started", "success"),
         ("login_succeeded", "success"),
+        ("token_minted", "success"),
         ("login_failed", "failure"),
         ("room_refused", "failure"),
     ]
-    reused, refused = docs[2], docs[3]
+    reused, refused = docs[3], docs[4]
     assert reused["reason"] == "state_reused" and reused["detail"]
     assert refused["reason"] == "bad_request" and "room" not in refused
     assert reused["request_id"] != refused["request_id"]
@@ -133,8 +136,7 @@ async def test_no_token_code_or_secret_reaches_the_audit_log(
     callback = await gw.start_and_login(browser, op)
     flow = await gw.store.flows.collection.find_one({})
     assert flow is not None
-    response = await browser.get(callback)
-    tokenize = await browser.get(urljoin(gw.url, response.headers["location"]))
+    tokenize = await browser.get(callback)  # signs in and mints at once
     session = await gw.store.sessions.collection.find_one({})
     assert session is not None
     query = parse_qs(urlsplit(callback).query)
@@ -223,12 +225,13 @@ async def test_a_failure_before_the_id_token_is_found_from_the_person(
     collection = gw.store.audit.collection
     q = aq.parse_query({"email": "alice@example.org", "order": "asc"}, now=gw.gateway.now())
     plain, _ = await aq.page(collection, q)
-    assert [d["event"] for d in plain] == ["login_succeeded"]
+    assert [d["event"] for d in plain] == ["login_succeeded", "token_minted"]
     linked, _ = await aq.page(collection, await aq.link(collection, q))
     assert [(d["event"], d.get("reason")) for d in linked] == [
         ("flow_started", None),
         ("login_failed", "state_invalid"),
         ("login_succeeded", None),
+        ("token_minted", None),
     ]
     assert "subject" not in linked[1]  # no identity on the failure itself
     # paging the linked answer one by one gives the same events

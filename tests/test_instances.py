@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -66,8 +66,7 @@ async def test_flow_started_on_one_instance_completes_on_another(
             # The load balancer sends the IdP's answer to the other instance.
             finished = await browser.get(on(callback, two.url))
             assert finished.status_code == 302, finished.text
-            tokenized = await browser.get(urljoin(one.url, finished.headers["location"]))
-            assert tokenized.headers["location"].startswith(f"{JITSI_BASE}/standup?jwt=")
+            assert finished.headers["location"].startswith(f"{JITSI_BASE}/standup?jwt=")
             # Each instance sees the session the other created.
             again = await browser.get(f"{two.url}/oidc/tokenize", params={"room": "retro"})
             assert "jwt=" in again.headers["location"]
@@ -169,8 +168,7 @@ async def test_serve_processes_forks_supervised_workers(
             )
             finished = await browser.get(callback)
             assert finished.status_code == 302, finished.text
-            tokenized = await browser.get(urljoin(url, finished.headers["location"]))
-            assert token_from(tokenized.headers["location"])
+            assert token_from(finished.headers["location"])
         # A crashed worker is replaced.
         victim = sorted(first_workers)[0]
         os.kill(victim, signal.SIGKILL)

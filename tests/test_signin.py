@@ -88,7 +88,7 @@ async def test_start_finish_and_room_token_without_http(gw: GatewayUnderTest) ->
 
     back = caller(flow_binding=browser.flow_binding)
     done = await signin.finish(back, idp.id, state=state, iss=None, error=None, code="c")
-    assert isinstance(done, GoTo) and done.url == "/oidc/tokenize?room=standup"
+    assert isinstance(done, RoomToken) and "/standup?jwt=" in done.url  # minted at once
     assert back.new_session is not None
     session_id = back.new_session[0]
     assert idp.rp.calls == ["authorize", "iss", "redeem"]
@@ -104,7 +104,7 @@ async def test_start_finish_and_room_token_without_http(gw: GatewayUnderTest) ->
     assert isinstance(again, LiveSession) and again.identity.username == "alice"
 
     names = [e["event"] for e in await events(gw)]
-    assert names == ["flow_started", "login_succeeded", "token_minted"]
+    assert names == ["flow_started", "login_succeeded", "token_minted", "token_minted"]
 
 
 async def test_a_state_is_single_use_and_refusals_are_audited(gw: GatewayUnderTest) -> None:
