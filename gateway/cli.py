@@ -89,6 +89,7 @@ async def run_server(
 ) -> None:
     """Serve until ``stop`` is set; starts the embedded store when no URI is configured."""
     from gateway.app import build_gateway, make_app, warm_up
+    from gateway.context import Gateway
     from gateway.devtools.embedded import EmbeddedMongo
     from gateway.serving import DrainingHTTPServer
     from gateway.store import Store
@@ -113,6 +114,7 @@ async def run_server(
         )
     mongo = settings.mongodb
     store = Store.connect(uri, mongo.database, mongo.timeout_seconds, mongo.durable_writes)
+    gateway: Gateway | None = None
     try:
         gateway = build_gateway(settings, store)
         if not settings.cookies.secure:
@@ -148,6 +150,8 @@ async def run_server(
         await server.close_all_connections()
         log.info("stopped accepting; flushing the audit log")
     finally:
+        if gateway is not None:
+            await gateway.http.aclose()
         await store.close()  # flushes the audit log: queued events to MongoDB or the spool
         if embedded is not None:
             embedded.stop()

@@ -140,6 +140,8 @@ async def test_every_outbound_call_is_capped() -> None:
                 await client.get_json(f"http://127.0.0.1:{port}/{mode}")
         roomy = HttpClient(max_response_bytes=4 * 1024 * 1024)
         assert len((await roomy.get_json(f"http://127.0.0.1:{port}/whole"))["pad"]) == 2**21
+        await client.aclose()
+        await roomy.aclose()
     finally:
         server.stop()
         await server.close_all_connections()

@@ -83,6 +83,7 @@ async def run_demo(port: int, jitsi_port: int) -> None:
     mongo = await asyncio.to_thread(EmbeddedMongo().start)
     op = await asyncio.to_thread(TestOP.start, DEMO_ACCOUNTS)
     store = None
+    gateway = None
     try:
         gateway_url = f"http://127.0.0.1:{port}"
         jitsi_url = f"http://127.0.0.1:{jitsi_port}"
@@ -137,6 +138,8 @@ async def run_demo(port: int, jitsi_port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if gateway is not None:
+            await gateway.http.aclose()
         if store is not None:
             await store.close()
         op.stop()

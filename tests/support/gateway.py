@@ -214,6 +214,7 @@ async def start_gateway(
     finally:
         server.stop()
         await server.close_all_connections()
+        await gateway.http.aclose()
         await store.audit.close(timeout=5)  # flush before the database goes
         if store_uri is None:
             await store.client.drop_database(db)
