@@ -66,6 +66,40 @@ class Auditor:
         session_id: str | None = None,
         **fields: Any,
     ) -> None:
+        """Write one event and wait until it is stored (or spooled)."""
+        doc = self.document(caller, event, outcome, identity, idp, session_id, fields)
+        await self.log.write(doc)
+        for observe in self.observers:
+            observe(doc)
+
+    def defer(
+        self,
+        caller: Caller,
+        event: str,
+        outcome: str,
+        *,
+        identity: Identity | None = None,
+        idp: str | None = None,
+        session_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Queue one event that the same step's next awaited event is stored with (one
+        insert for both: ``login_succeeded`` and the ``token_minted`` that follows it)."""
+        doc = self.document(caller, event, outcome, identity, idp, session_id, fields)
+        self.log.enqueue(doc)
+        for observe in self.observers:
+            observe(doc)
+
+    def document(
+        self,
+        caller: Caller,
+        event: str,
+        outcome: str,
+        identity: Identity | None,
+        idp: str | None,
+        session_id: str | None,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "time": self.now(),
             "event": event,
@@ -95,6 +129,4 @@ class Auditor:
         if caller.flow_binding:
             doc["flow_hash"] = sha256_hex("flow:" + caller.flow_binding)[:32]
         doc |= {k: v for k, v in fields.items() if v is not None}
-        await self.log.write(doc)
-        for observe in self.observers:
-            observe(doc)
+        return doc

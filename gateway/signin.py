@@ -353,16 +353,17 @@ class SignIn:
             session_id, login, created_at=now, expires_at=now + timedelta(seconds=lifetime)
         )
         caller.start_session(session_id, lifetime)
-        await self.audit(
-            caller,
-            "login_succeeded",
-            "success",
-            identity=identity,
-            room=flow.room,
-            tenant=flow.tenant,
-            rule=decision.rule,
-            decision=decision.reason,
-        )
+        event = {
+            "identity": identity,
+            "room": flow.room,
+            "tenant": flow.tenant,
+            "rule": decision.rule,
+            "decision": decision.reason,
+        }
+        if flow.return_to:  # the token service continues in another request
+            await self.audit(caller, "login_succeeded", "success", **event)
+        else:  # stored with the token_minted (or room_refused) event that follows at once
+            self.audit.defer(caller, "login_succeeded", "success", **event)
 
     # ---- room tokens -----------------------------------------------------------------------
 

@@ -196,3 +196,41 @@ def test_redaction_applies_to_every_logger(json_logs: io.StringIO) -> None:
 )
 def test_redaction_leaves_plain_words(text: str) -> None:
     assert redact(text) == text
+
+
+@pytest.mark.asyncio
+async def test_round_trips_of_a_sign_in_and_of_single_sign_on(
+    gw: GatewayUnderTest, op: TestOP
+) -> None:
+    """Counted, not timed: a full sign-in is two gateway hops and, on the person's path,
+    three store round trips (flow in, flow consumed, session in) plus one audit insert per
+    hop; single sign-on into another room is one hop, one session read and one insert."""
+
+    def commands(samples: dict) -> dict[tuple[str, str], float]:
+        return {
+            (dict(labels)["command"], dict(labels)["collection"]): count
+            for (name, labels), count in samples.items()
+            if name == "jog_store_commands_total"
+        }
+
+    def delta(before: dict, after: dict) -> dict[tuple[str, str], int]:
+        moved = {k: int(v - before.get(k, 0.0)) for k, v in after.items()}
+        return {k: v for k, v in moved.items() if v}
+
+    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+        start = commands(parse((await scrape(gw)).text))
+        response = await gw.sign_in(browser, op)
+        assert "jwt=" in response.headers["location"]
+        assert await gw.store.audit.flush()
+        signed_in = commands(parse((await scrape(gw)).text))
+        again = await browser.get(f"{gw.url}/oidc/auth", params={"room": "second"})
+        assert "jwt=" in again.headers["location"]
+        assert await gw.store.audit.flush()
+        sso = commands(parse((await scrape(gw)).text))
+    assert delta(start, signed_in) == {
+        ("insert", "flows"): 1,
+        ("findAndModify", "flows"): 1,
+        ("insert", "sessions"): 1,
+        ("insert", "audit"): 2,  # flow_started; login_succeeded + token_minted together
+    }
+    assert delta(signed_in, sso) == {("find", "sessions"): 1, ("insert", "audit"): 1}

@@ -207,6 +207,12 @@ class AuditLog:
                 doc[key] = doc[key].strip().lower()
         return doc
 
+    def enqueue(self, event: dict[str, Any]) -> None:
+        """Queue one event without waiting for it: the next :meth:`write` of the same request
+        (or the writer on its own) stores it, in the same insert when it is still queued."""
+        self._queue.append(self.prepare(event))
+        self._start_writer()
+
     async def write(self, event: dict[str, Any]) -> bool:
         """Store one event; True once it is in MongoDB or the spool, False after the bound."""
         doc = self.prepare(event)
