@@ -256,7 +256,10 @@ class IdP(Strict):
     @model_validator(mode="after")
     def _templated_issuer(self) -> IdP:
         if "{" in self.issuer and not self.discovery_url:
-            raise ValueError("an issuer template ({tenantid}) needs discovery_url")
+            raise ValueError(
+                "an issuer with a placeholder (such as {tenantid}) needs discovery_url: the "
+                "discovery document cannot be found from a template"
+            )
         return self
 
     @field_validator("issuer")

@@ -168,46 +168,65 @@ async def start_gateway(
     ``client_metadata(url)`` adds registration metadata (``jwks``, ``jwks_uri``...)."""
     sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
     port = sockets[0].getsockname()[1]
-    # Behind a proxy (nginx) the public URL is the proxy's; the gateway listens on ``port``.
-    url = proxy_url or f"http://127.0.0.1:{port}"
-    client = await op.register_client(
-        [f"{url}/oidc/redirect/{overrides.get('idp', {}).get('id', 'testop')}"],
-        token_endpoint_auth_method=auth_method,
-        client_secret=client_secret,
-        **(logout_client_metadata(url) if logout_client else {}),
-        **(client_metadata(url) if client_metadata else {}),
-    )
-    db = f"jog_test_{secrets.token_hex(6)}"
-    extra_idps = []
-    for other_op, idp_overrides in more_idps:
-        registered = await other_op.register_client([f"{url}/oidc/redirect/{idp_overrides['id']}"])
-        extra_idps.append(
-            {
-                "adapter": "generic",
-                "issuer": other_op.issuer,
-                "client_id": registered["client_id"],
-                "client_secret": registered["client_secret"],
-                "scopes": ["openid", "profile", "email", "groups", "roles"],
-                **idp_overrides,
-            }
+    # Whatever fails while the gateway is being set up (a ConfigError a test expects, an
+    # unreachable OP) must not leave the bound socket or the store client for the GC to find.
+    store: Store | None = None
+    gateway: Gateway | None = None
+    spool_dir: str | None = None
+    try:
+        # Behind a proxy (nginx) the public URL is the proxy's; the gateway listens on ``port``.
+        url = proxy_url or f"http://127.0.0.1:{port}"
+        client = await op.register_client(
+            [f"{url}/oidc/redirect/{overrides.get('idp', {}).get('id', 'testop')}"],
+            token_endpoint_auth_method=auth_method,
+            client_secret=client_secret,
+            **(logout_client_metadata(url) if logout_client else {}),
+            **(client_metadata(url) if client_metadata else {}),
         )
-    # Each gateway spools audit events in its own directory (never the working directory).
-    spool_dir = tempfile.mkdtemp(prefix="jog-spool-")
-    overrides["audit"] = {"spool_dir": spool_dir, **overrides.get("audit", {})}
-    settings = settings_for(url, op, client, db, mongo_uri, more_idps=extra_idps, **overrides)
-    clock = clock or MovableClock()
-    # settings.mongodb.database is db unless the test shares one database between gateways.
-    database = settings.mongodb.database
-    store = Store.connect(
-        store_uri or mongo_uri,
-        database,
-        settings.mongodb.timeout_seconds,
-        settings.mongodb.durable_writes,
-    )
-    gateway = build_gateway(settings, store, clock=clock)
-    await warm_up(gateway)
-    server = HTTPServer(make_app(gateway))
-    server.add_sockets(sockets)
+        db = f"jog_test_{secrets.token_hex(6)}"
+        extra_idps = []
+        for other_op, idp_overrides in more_idps:
+            registered = await other_op.register_client(
+                [f"{url}/oidc/redirect/{idp_overrides['id']}"]
+            )
+            extra_idps.append(
+                {
+                    "adapter": "generic",
+                    "issuer": other_op.issuer,
+                    "client_id": registered["client_id"],
+                    "client_secret": registered["client_secret"],
+                    "scopes": ["openid", "profile", "email", "groups", "roles"],
+                    **idp_overrides,
+                }
+            )
+        # Each gateway spools audit events in its own directory (never the working directory).
+        spool_dir = tempfile.mkdtemp(prefix="jog-spool-")
+        overrides["audit"] = {"spool_dir": spool_dir, **overrides.get("audit", {})}
+        settings = settings_for(url, op, client, db, mongo_uri, more_idps=extra_idps, **overrides)
+        clock = clock or MovableClock()
+        # settings.mongodb.database is db unless the test shares one database between gateways.
+        database = settings.mongodb.database
+        store = Store.connect(
+            store_uri or mongo_uri,
+            database,
+            settings.mongodb.timeout_seconds,
+            settings.mongodb.durable_writes,
+        )
+        gateway = build_gateway(settings, store, clock=clock)
+        await warm_up(gateway)
+        server = HTTPServer(make_app(gateway))
+        server.add_sockets(sockets)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        if gateway is not None:
+            await gateway.http.aclose()
+        if store is not None:
+            await store.close()
+        if spool_dir is not None:
+            shutil.rmtree(spool_dir, ignore_errors=True)
+        raise
+    assert gateway is not None and store is not None and spool_dir is not None
     try:
         direct = f"http://127.0.0.1:{port}"
         yield GatewayUnderTest(url, gateway, settings, store, clock, client, direct)
