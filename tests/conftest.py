@@ -1,8 +1,10 @@
 """Shared fixtures: the real MongoDB-wire server, the real test OP, a gateway per test.
 
-Session-scoped: one SecantusDB process (or the server in ``MONGODB_URI``) and one test OP.
-Function-scoped: a gateway on a free port in the test's own event loop, with its own
-database (dropped afterwards) and its own client registered at the OP.
+Session-scoped: one SecantusDB process (or the server in ``MONGODB_URI``), one test OP and
+one Chromium (per xdist worker). All tests and async fixtures share one event loop per session
+(pyproject.toml), so a module can share a gateway with read-only data or one nginx.
+Function-scoped: a gateway on a free port, with its own database (dropped afterwards) and its
+own client registered at the OP.
 """
 
 from __future__ import annotations
@@ -101,7 +103,19 @@ def db_name() -> str:
     return f"jog_test_{secrets.token_hex(6)}"
 
 
-@pytest_asyncio.fixture
-async def chromium() -> AsyncIterator[Browser]:
+@pytest_asyncio.fixture(scope="session")
+async def chromium_process() -> AsyncIterator[Browser]:
+    """One Chromium for the session (per xdist worker); starting it took about a second."""
     async with launch_chromium() as browser:
         yield browser
+
+
+@pytest_asyncio.fixture
+async def chromium(chromium_process: Browser) -> AsyncIterator[Browser]:
+    """The session's Chromium. ``new_page()`` opens a fresh context (its own cookies and
+    storage); every context a test opened is closed after it."""
+    before = set(chromium_process.contexts)
+    yield chromium_process
+    for context in chromium_process.contexts:
+        if context not in before:
+            await context.close()

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import httpx
-import pymongo
 import pytest
 import pytest_asyncio
 
+from gateway.store import Store
 from gateway.store import audit_query as aq
 from tests.support import auditdata
 from tests.support.gateway import GatewayUnderTest, start_gateway
@@ -29,16 +29,39 @@ TIES = list(auditdata.documents(20, auditdata.START + timedelta(hours=1), timede
 DATA = list(auditdata.documents(N)) + TIES
 
 
-@pytest_asyncio.fixture
-async def admin_gw(op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
+DATA_IDS = frozenset(d["_id"] for d in DATA)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def shared_admin_gw(op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
+    """One gateway and one data set for the module (the data is never changed, only added to)."""
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
     admin = {"tokens": [{"name": "ops", "sha256": digest}]}
     async with start_gateway(op, mongo_uri, admin=admin) as gw:
-        # The gateway's client gives each operation 2 s; a loaded machine can take longer to
-        # insert the set, and a retried bulk insert would then meet its own first half.
-        with pymongo.timeout(60):
-            await gw.store.audit.collection.insert_many([dict(d) for d in DATA])
+        # loaded over a client of its own: 420 events with every audit index in place can
+        # take more than the gateway's 2 s socket timeout on a busy machine (a retried
+        # insert_many then fails on duplicate ids)
+        loader = Store.connect(mongo_uri, gw.store.db.name, 60)
+        try:
+            await loader.audit.collection.insert_many([dict(d) for d in DATA])
+        finally:
+            await loader.close()
         yield gw
+
+
+@pytest_asyncio.fixture
+async def admin_gw(shared_admin_gw: GatewayUnderTest) -> GatewayUnderTest:
+    """The module's gateway with exactly ``DATA`` in its audit log: what earlier tests added
+    (their events, their requests' ``admin_query`` events) is removed first."""
+    gw = shared_admin_gw
+    assert await gw.store.audit.flush()
+    collection = gw.store.audit.collection
+    stored = [d["_id"] async for d in collection.find({}, {"_id": 1})]
+    added = sorted(set(stored) - DATA_IDS)
+    if added:  # ($nin over the data set's ids is much slower on the embedded server)
+        await collection.delete_many({"_id": {"$in": added}})
+    assert len(stored) - len(added) == len(DATA)
+    return gw
 
 
 async def get(gw: GatewayUnderTest, path: str = "/admin/audit", **params: str) -> httpx.Response:

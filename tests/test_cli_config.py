@@ -1,4 +1,5 @@
-"""The ``check-config`` and ``adapters`` commands as an operator runs them (subprocess)."""
+"""The ``check-config`` and ``adapters`` commands: in this process (``gateway.cli.main``),
+and once each as a real ``python -m gateway`` process (exit codes, no traceback)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.cli import Ran
+from tests.support.cli import run_cli as in_process
 
 VALID: dict[str, Any] = {
     "public_url": "http://127.0.0.1:8000",
@@ -33,9 +37,15 @@ VALID: dict[str, Any] = {
 }
 
 
-def run_cli(
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Ran:
+    """In this process (``gateway.cli.main``), without the caller's ``JOG_`` variables."""
+    return in_process(*args, cwd=cwd, env=env or {})
+
+
+def run_process(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
+    """``python -m gateway ARGS`` as an operator runs it, without the caller's ``JOG_``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -158,3 +168,15 @@ def test_adapters_lists_generic(tmp_path: Path) -> None:
     assert "jitsi-oidc-gateway" in generic[0]
     assert "adapters.generic:GenericAdapter" in generic[0]
     assert "BROKEN" not in result.stdout
+
+
+def test_a_real_process_exits_0_valid_and_2_broken(tmp_path: Path) -> None:
+    good = run_process("check-config", "-c", str(write(tmp_path, VALID)), cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "configuration OK: 1 IdP(s): corp (generic)" in good.stdout
+    bad = run_process("check-config", "-c", str(write(tmp_path, without_app_id())), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "  jitsi.app_id: Field required" in bad.stderr
+    assert "Traceback" not in bad.stderr + bad.stdout
+    listed = run_process("adapters", cwd=tmp_path)
+    assert listed.returncode == 0 and "adapters.generic:GenericAdapter" in listed.stdout

@@ -76,8 +76,10 @@ async def behind_nginx(op: TestOP, mongo_uri: str, **overrides: Any) -> AsyncIte
     raise RuntimeError(f"no free port for nginx after {ATTEMPTS} attempts")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module")
 async def stack(op: TestOP, mongo_uri: str) -> AsyncIterator[Stack]:
+    """One nginx and gateway for the module: its tests only read through them or sign in
+    with their own cookie jar; a test that counts audit events starts its own."""
     async with behind_nginx(op, mongo_uri) as running:
         yield running
 
@@ -240,8 +242,11 @@ def jitsi_claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, APP_SECRET, algorithms=["HS256"], audience="jitsi")
 
 
-async def test_full_sign_in_through_nginx(stack: Stack, op: TestOP) -> None:
-    async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
+async def test_full_sign_in_through_nginx(op: TestOP, mongo_uri: str) -> None:
+    async with (
+        behind_nginx(op, mongo_uri) as stack,
+        httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser,
+    ):
         final = await sign_in_through(stack, op, browser, stack.url + "/acme/DailyStandup")
         parts = urlsplit(final)
         assert f"{parts.scheme}://{parts.netloc}" == stack.url
@@ -254,7 +259,8 @@ async def test_full_sign_in_through_nginx(stack: Stack, op: TestOP) -> None:
         # A second room: single sign-on, straight back with a token.
         second = await _finish(stack, browser, stack.url + "/retro")
         assert jitsi_claims(parse_qs(urlsplit(second).query)["jwt"][0])["room"] == "retro"
-    events = [d["event"] async for d in stack.gw.store.audit.collection.find({})]
+        await stack.gw.store.audit.flush()
+        events = [d["event"] async for d in stack.gw.store.audit.collection.find({})]
     assert events.count("token_minted") == 2 and events.count("login_succeeded") == 1
 
 

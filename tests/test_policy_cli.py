@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
+from tests.support.cli import Ran, run_cli
 from tests.test_policy_e2e import POLICY
 
 
@@ -49,8 +48,9 @@ def settings_file(tmp_path: Path, policy: dict[str, Any]) -> Path:
     return path
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True)
+def run(*args: str) -> Ran:
+    """``jitsi-oidc-gateway ARGS`` in this process (``gateway.cli.main``)."""
+    return run_cli(*args)
 
 
 def test_explain_staff_member(tmp_path: Path) -> None:
