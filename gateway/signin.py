@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.signin")
 
 ENTRY = "/oidc/auth"
-TOKENIZE = "/oidc/tokenize"
 ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
