@@ -55,37 +55,18 @@ class Auditor:
         self.now = now
         self.observers = observers if observers is not None else []
 
-    async def __call__(
-        self,
-        caller: Caller,
-        event: str,
-        outcome: str,
-        *,
-        identity: Identity | None = None,
-        idp: str | None = None,
-        session_id: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """Write one event and wait until it is stored (or spooled)."""
-        doc = self.document(caller, event, outcome, identity, idp, session_id, fields)
+    async def __call__(self, caller: Caller, event: str, outcome: str, **fields: Any) -> None:
+        """Write one event and wait until it is stored (or spooled). ``fields``: see
+        :meth:`document`."""
+        doc = self.document(caller, event, outcome, **fields)
         await self.log.write(doc)
         for observe in self.observers:
             observe(doc)
 
-    def defer(
-        self,
-        caller: Caller,
-        event: str,
-        outcome: str,
-        *,
-        identity: Identity | None = None,
-        idp: str | None = None,
-        session_id: str | None = None,
-        **fields: Any,
-    ) -> None:
+    def defer(self, caller: Caller, event: str, outcome: str, **fields: Any) -> None:
         """Queue one event that the same step's next awaited event is stored with (one
         insert for both: ``login_succeeded`` and the ``token_minted`` that follows it)."""
-        doc = self.document(caller, event, outcome, identity, idp, session_id, fields)
+        doc = self.document(caller, event, outcome, **fields)
         self.log.enqueue(doc)
         for observe in self.observers:
             observe(doc)
@@ -95,11 +76,14 @@ class Auditor:
         caller: Caller,
         event: str,
         outcome: str,
-        identity: Identity | None,
-        idp: str | None,
-        session_id: str | None,
-        fields: dict[str, Any],
+        *,
+        identity: Identity | None = None,
+        idp: str | None = None,
+        session_id: str | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
+        """The stored event: the caller's address and request, the identity's fields, the
+        session and flow hashes, then ``fields`` (None values left out)."""
         doc: dict[str, Any] = {
             "time": self.now(),
             "event": event,

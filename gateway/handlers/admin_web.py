@@ -60,6 +60,7 @@ class AdminPage(GatewayHandler):
     """HTML pages with a per-response style nonce; errors as this page's own short page."""
 
     nonce = ""
+    error_template = "admin_message.html"
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -72,16 +73,6 @@ class AdminPage(GatewayHandler):
 
     def get_template_namespace(self) -> dict[str, Any]:
         return super().get_template_namespace() | {"nonce": self.nonce}
-
-    def render_error_page(
-        self,
-        title: str,
-        message: str,
-        *,
-        retry_url: str | None = None,
-        guest_url: str | None = None,
-    ) -> None:
-        self.render("admin_message.html", title=title, message=message, request_id=self.request_id)
 
     async def audit_admin(self, outcome: str, admin: str | None, **fields: Any) -> None:
         via = "web" if admin else None

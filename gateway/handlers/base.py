@@ -216,6 +216,7 @@ class GatewayHandler(RequestHandler):
     # ---- failures --------------------------------------------------------------------------
 
     answers_json = False  # the admin API and the back-channel endpoint answer JSON
+    error_template = "error.html"  # the admin web page has its own
 
     async def refuse(
         self, error: GatewayError, *, event: str = "login_failed", **fields: Any
@@ -258,7 +259,7 @@ class GatewayHandler(RequestHandler):
     ) -> None:
         """The short human page every failure ends on (status set by the caller)."""
         self.render(
-            "error.html",
+            self.error_template,
             title=title,
             message=message,
             retry_url=retry_url,
