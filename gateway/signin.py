@@ -154,7 +154,7 @@ class SignIn:
         return_to: str | None = None,
     ) -> GoTo | ChooseIdP | LiveSession:
         """A room request: the live session, a choice of IdP, or the IdP's sign-in page.
-        ``return_to``: where the callback continues (default: ``/oidc/tokenize``)."""
+        ``return_to``: where the callback continues (default: the room, minted at once)."""
         idp: ConfiguredIdP | None = None
         try:
             eligible = eligible_idps(self.gateway.idps.values(), request.room, request.tenant)

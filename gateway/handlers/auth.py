@@ -40,7 +40,7 @@ class AuthHandler(GatewayHandler):
         return fields
 
     def return_to(self) -> str | None:
-        """Where the callback continues after sign-in (None: ``/oidc/tokenize``)."""
+        """Where the callback continues after sign-in (None: the room, minted at once)."""
         return None
 
     async def get(self) -> None:

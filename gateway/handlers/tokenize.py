@@ -4,6 +4,9 @@ The policy decides per room, so one session can open several rooms with differen
 (or be refused one room and still open another). ``state`` (the kept part of Jitsi's login
 button state, see ``jitsi_state``) may come along: its overrides go back into the room
 URL's hash, and a sign-in started by Jitsi's app ends in the app.
+
+The sign-in itself no longer passes here (the callback and single sign-on at ``/oidc/auth``
+mint at once); this stays for links made before, and for anyone who links to it.
 """
 
 from __future__ import annotations
