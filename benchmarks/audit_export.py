@@ -30,9 +30,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import yaml
-from gateway.embedded import EmbeddedMongo
 
+from gateway.devtools.embedded import EmbeddedMongo
 from tests.conftest import ACCOUNTS
 from tests.support import auditdata
 from tests.support.gateway import start_gateway
@@ -41,31 +40,6 @@ from tests.support.op import TestOP
 TOKEN = "export-token-0123456789abcdef"
 API_PEAK_BOUND_MIB = 64
 CLI_RSS_BOUND_MIB = 400
-
-
-def cli_settings(path: Path, uri: str, db: str) -> Path:
-    data = {
-        "public_url": "https://meet.example.com",
-        "mongodb": {"uri": uri, "database": db},
-        "cookies": {"secret": "c" * 40},
-        "jitsi": {
-            "base_url": "https://meet.example.com",
-            "app_id": "app",
-            "domain": "meet.example.com",
-            "app_secret": "s" * 40,
-        },
-        "idps": [
-            {
-                "id": "corp",
-                "adapter": "generic",
-                "issuer": "https://corp.example",
-                "client_id": "c",
-                "client_secret": "x",
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 def cli_export(config: Path, out: Path) -> tuple[int, float]:
@@ -139,7 +113,7 @@ async def run(op: TestOP, uri: str, total: int, batch: int) -> list[str]:
             problems.append(f"API export: peak traced memory {peak / 2**20:.1f} MiB")
 
         with tempfile.TemporaryDirectory() as tmp:
-            config = cli_settings(Path(tmp) / "settings.yaml", uri, gw.store.db.name)
+            config = auditdata.cli_settings(Path(tmp) / "settings.yaml", uri, gw.store.db.name)
             out = Path(tmp) / "all.ndjson"
             began = time.monotonic()
             code, rss = await asyncio.to_thread(cli_export, config, out)

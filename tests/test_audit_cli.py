@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 
 from gateway.store import Store
 from tests.support import auditdata
@@ -46,32 +45,6 @@ async def store(mongo_uri: str, db_name: str) -> AsyncIterator[Store]:
         await s.close()
 
 
-def settings_file(tmp_path: Path, uri: str, db: str) -> Path:
-    path = tmp_path / "settings.yaml"
-    data = {
-        "public_url": "https://meet.example.com",
-        "mongodb": {"uri": uri, "database": db},
-        "cookies": {"secret": "c" * 40},
-        "jitsi": {
-            "base_url": "https://meet.example.com",
-            "app_id": "app",
-            "domain": "meet.example.com",
-            "app_secret": "s" * 40,
-        },
-        "idps": [
-            {
-                "id": "corp",
-                "adapter": "generic",
-                "issuer": "https://corp.example",
-                "client_id": "c",
-                "client_secret": "x",
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def cli(config: Path, *args: str) -> Ran:
     """``jitsi-oidc-gateway audit ARGS -c CONFIG`` in this process (``main`` runs its own
     event loop, so async tests call it through ``asyncio.to_thread``)."""
@@ -82,7 +55,7 @@ async def test_query_filters_formats_and_errors(
     store: Store, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
     await store.audit.collection.insert_many([dict(d) for d in DATA])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     wanted = sorted(
         (d for d in DATA if d.get("reason") == "policy_denied" and d["idp"] == "corp"),
         key=lambda d: (d["time"], d["_id"]),
@@ -115,7 +88,7 @@ async def test_query_filters_formats_and_errors(
 
 async def test_stats_and_export(store: Store, mongo_uri: str, db_name: str, tmp_path: Path):
     await store.audit.collection.insert_many([dict(d) for d in DATA])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     run = await asyncio.to_thread(cli, config, "stats", "--format", "json", "--outcome", "failure")
     assert run.returncode == 0, run.stderr
     stats = json.loads(run.stdout)
@@ -138,7 +111,7 @@ async def test_tail_follow_prints_new_events(
     store: Store, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
     await store.audit.collection.insert_many([dict(d) for d in DATA[:10]])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "gateway", "audit", "tail", "-c", str(config)],
         *["-n", "2", "--follow", "--interval", "0.2", "--format", "json"],
@@ -172,7 +145,7 @@ async def test_export_memory_does_not_grow_with_the_number_of_events(
     # inserting thousands of events with every audit index in place can take more than 2 s
     async with start_gateway(op, mongo_uri, admin=admin, mongodb={"timeout_seconds": 60}) as gw:
         collection = gw.store.audit.collection
-        config = settings_file(tmp_path, mongo_uri, gw.store.db.name)
+        config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, gw.store.db.name)
 
         async def api_export() -> tuple[int, int]:
             """(events, peak traced bytes) of one NDJSON export of the whole range."""
@@ -251,7 +224,7 @@ async def test_tail_follow_prints_only_new_events_after_a_busy_second(
         )
     )
     await store.audit.collection.insert_many([dict(d) for d in busy])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "gateway", "audit", "tail", "-c", str(config)],
         *["-n", "2", "--follow", "--interval", "0.2", "--format", "json"],
@@ -278,7 +251,7 @@ async def test_a_closed_pipe_ends_quietly(
     store: Store, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
     await store.audit.collection.insert_many([dict(d) for d in DATA])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     for command in ("export", "query --limit 300 --format json", "query --limit 300"):
         run = await asyncio.to_thread(
             subprocess.run,
@@ -295,7 +268,7 @@ async def test_cli_reads_are_audited_and_bad_names_refused(
     store: Store, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
     await store.audit.collection.insert_many([dict(d) for d in DATA])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     run = await asyncio.to_thread(
         cli, config, "query", "--room", "Retro", "--limit", "3", "--format", "csv"
     )
@@ -331,7 +304,7 @@ async def test_operator_questions_in_one_command(
     store: Store, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
     await store.audit.collection.insert_many([dict(d) for d in DATA])
-    config = settings_file(tmp_path, mongo_uri, db_name)
+    config = auditdata.cli_settings(tmp_path / "settings.yaml", mongo_uri, db_name)
     day = ("--since", "2025-03-01", "--until", "2025-03-02", "--tz", "Europe/Berlin")
     people = await asyncio.to_thread(cli, config, "people", "--room", "sales", *day)
     assert people.returncode == 0, people.stderr

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from gateway.store.audit import AuditLog
 
@@ -55,3 +58,30 @@ def documents(
     log = AuditLog(None)  # type: ignore[arg-type]  # prepare() needs no collection
     for i in range(first, first + count):
         yield log.prepare(event(i, start, step))
+
+
+def cli_settings(path: Path, uri: str, db: str) -> Path:
+    """A settings file for the audit CLI against ``uri``/``db`` (the test and the export
+    benchmark)."""
+    data = {
+        "public_url": "https://meet.example.com",
+        "mongodb": {"uri": uri, "database": db},
+        "cookies": {"secret": "c" * 40},
+        "jitsi": {
+            "base_url": "https://meet.example.com",
+            "app_id": "app",
+            "domain": "meet.example.com",
+            "app_secret": "s" * 40,
+        },
+        "idps": [
+            {
+                "id": "corp",
+                "adapter": "generic",
+                "issuer": "https://corp.example",
+                "client_id": "c",
+                "client_secret": "x",
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
