@@ -184,10 +184,6 @@ class GatewayHandler(RequestHandler):
                 self.clear_cookie(cookies.session_name, path="/")
         return super().finish(chunk)
 
-    async def current_identity(self) -> Identity | None:
-        """The live session's identity (an ended session's cookie is audited and cleared)."""
-        return await self.gateway.signin.live_identity(self.caller())
-
     # ---- audit -----------------------------------------------------------------------------
 
     def client_ip(self) -> str | None:
