@@ -279,6 +279,15 @@ def chart(data: Mapping[str, Any], path: Path) -> None:
 # ---- docs ----------------------------------------------------------------------------------
 
 
+def driver_line(data: Mapping[str, Any]) -> str:
+    if data.get("driver") == "wrk":
+        return (
+            "Load: wrk for single sign-on and the bare redirect (timed runs), httpx virtual "
+            "users for the full sign-in."
+        )
+    return "Load: httpx virtual users for every scenario (wrk not installed or not chosen)."
+
+
 def markdown(data: Mapping[str, Any], chart_name: str | None) -> str:
     m = data["machine"]
     lines = [
@@ -297,6 +306,7 @@ def markdown(data: Mapping[str, Any], chart_name: str | None) -> str:
         f"load average was {_load(m.get('load_average'))} at the start and "
         f"{_load(m.get('load_average_end'))} at the end (other work on it skews latencies",
         "and throughput; the counts do not move, CPU per operation little).",
+        driver_line(data),
         "",
         "## Targets",
         "",
@@ -364,8 +374,11 @@ READING = [
     "  Background commands (`ping`, index checks) are left out.",
     "- **Hops** are the requests the person's browser makes to the gateway; OP hops are its",
     "  requests to the OP's login pages; IdP requests are the gateway's back-channel calls.",
-    "- The client runs on the same machine: when its CPU is near one core the throughput",
-    "  figures are the client's limit, not the gateway's (`cpu_ms.client` in the JSON).",
+    "- The clients run on the same machine. Single sign-on and the bare redirect are driven",
+    "  by wrk (C, one thread; `benchmarks/wrk.py`, every answer checked) when it is",
+    "  installed: a Python client costs more per request than the gateway does, and would",
+    "  set the pace itself. The full sign-in walks the OP's pages with Python virtual users",
+    "  (httpx), whose CPU (`cpu_ms.client` in the JSON) can be the limit at 32.",
     "- The test suite runs `--smoke` (5 sign-ins, 10 SSO tokens; `tests/test_bench_smoke.py`)",
     "  so the harness keeps working; it never asserts the targets.",
     "",

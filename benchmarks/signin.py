@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks import report
+from benchmarks import report, wrk
+from benchmarks.bare import TARGET as BARE_TARGET
 from benchmarks.procs import Memory, Watched
 from benchmarks.users import Outcome, Run, Target, VirtualUser, run_bounded
 from gateway.devtools.embedded import EmbeddedMongo
@@ -78,12 +80,15 @@ class Plan:
     sso: tuple[tuple[int, int], ...]  # (concurrency, tokens)
     bare: int  # requests per level
     max_seconds: float  # per run
+    wrk_seconds: float  # per SSO and bare level when wrk drives them (it runs for a time)
 
 
 PLANS = {
-    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30),
-    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8),
-    "default": Plan("default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90),
+    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1),
+    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8, 3),
+    "default": Plan(
+        "default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90, 10
+    ),
 }
 LONG_SIGN_INS = 20_000
 LONG_CONCURRENCY = 32
@@ -178,6 +183,7 @@ class Stack:
     bare_url: str
     watched: dict[str, Watched]  # gateway, op, store, bare
     store: str  # what the store is, for the report
+    driver: str = "httpx"  # what drives the SSO and bare load: wrk or httpx (benchmarks/wrk.py)
 
 
 async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Path) -> Stack:
@@ -302,7 +308,7 @@ async def measured(
     client_cpu = time.process_time() - client_before
     after_metrics = await scrape(url)
     after_cpu = {name: w.cpu() for name, w in stack.watched.items()}
-    ops = len(run.outcomes)
+    ops = run.ops
     per_op = max(ops, 1)
     cpu_ms: dict[str, float | None] = {}
     for name in ("gateway", "op", "store") if server == "gateway" else ("bare",):
@@ -318,18 +324,21 @@ async def measured(
     return {
         "concurrency": concurrency,
         "count": ops,
-        "errors": len(run.errors),
+        "errors": run.error_count,
         "error_samples": run.errors[:5],
         "stopped_by_time": run.stopped_by_time,
         "seconds": round(run.seconds, 3),
         "throughput": round(ops / run.seconds, 2) if run.seconds else None,
-        "latency_ms": report.latencies(run.outcomes),
+        "driver": run.driver,
+        "latency_ms": run.latency_ms or report.latencies(run.outcomes),
         "cpu_ms": cpu_ms,
         "store_commands_per_op": {k: round(v / per_op, 3) for k, v in split.items()},
         "store_commands": {".".join(k): v for k, v in sorted(commands.items())},
         "idp_requests_per_op": round(sum(idp.values()) / per_op, 3),
-        "gateway_hops_per_op": _mean(o.gateway_hops for o in run.outcomes),
-        "op_hops_per_op": _mean(o.op_hops for o in run.outcomes),
+        "gateway_hops_per_op": run.hops
+        if run.hops is not None
+        else _mean(o.gateway_hops for o in run.outcomes),
+        "op_hops_per_op": 0.0 if run.hops is not None else _mean(o.op_hops for o in run.outcomes),
         "gateway_rss_mib": {
             "end": round(memory.rss_mib, 1) if memory else None,
             "peak": round(max(sampler.peak, memory.rss_mib if memory else 0.0), 1),
@@ -350,7 +359,44 @@ async def close_all(users: list[VirtualUser]) -> None:
     await asyncio.gather(*(u.close() for u in users))
 
 
+def wrk_run(result: wrk.WrkResult) -> Run:
+    """wrk's figures as a run: one hop per operation (each request is checked to end at
+    its target), its percentiles for the one step."""
+    failed = result.bad + result.errors
+    samples = [f"not the expected redirect: {result.first_bad}"] if result.bad else []
+    if result.errors:
+        samples.append(f"{result.errors} connection errors or timeouts")
+    step = {q: result.latency_ms[q] for q in ("p50", "p95", "p99")}
+    return Run(
+        [],
+        samples,
+        result.seconds,
+        stopped_by_time=True,
+        count=result.requests - result.bad,
+        latency_ms={"auth": step, "gateway": step, "end_to_end": step},
+        hops=1.0,
+        failed=failed,
+        driver="wrk",
+    )
+
+
 async def bare_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dict[str, Any]:
+    if stack.driver == "wrk":
+        split = urlsplit(stack.bare_url)
+
+        async def by_wrk() -> Run:
+            return wrk_run(
+                await wrk.run(
+                    f"{split.scheme}://{split.netloc}",
+                    f"{split.path}?n=",
+                    concurrency,
+                    plan.wrk_seconds,
+                    expect_location=BARE_TARGET,
+                    expect_jwt=True,
+                )
+            )
+
+        return await measured(stack, "bare", concurrency, by_wrk)
     users = await users_for(stack, concurrency)
 
     async def op(user: VirtualUser, _i: int, _c: Any) -> Outcome:
@@ -411,6 +457,24 @@ async def sso_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dic
             )
             jars += [u.client.cookies for u in chunk]
 
+        if stack.driver == "wrk":
+            cookies = [cookie_header(jar) for jar in jars]
+
+            async def by_wrk() -> Run:
+                return wrk_run(
+                    await wrk.run(
+                        stack.target.gateway_url,
+                        f"/oidc/auth?room=sso-{tag}-",
+                        concurrency,
+                        plan.wrk_seconds,
+                        expect_location=f"{stack.target.jitsi_base}/sso-{tag}-",
+                        expect_jwt=True,
+                        cookies=cookies,
+                    )
+                )
+
+            return await measured(stack, "gateway", concurrency, by_wrk)
+
         async def op(user: VirtualUser, i: int, jar: httpx.Cookies) -> Outcome:
             return await user.sso(f"sso-{tag}-{i}", jar)
 
@@ -422,6 +486,12 @@ async def sso_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dic
         )
     finally:
         await close_all(users)
+
+
+def cookie_header(jar: httpx.Cookies) -> str:
+    """The ``Cookie`` header of a browser with this jar. Every cookie: on one host, a
+    browser sends the OP's cookies to the gateway as well (cookies ignore the port)."""
+    return "; ".join(f"{c.name}={c.value}" for c in jar.jar)
 
 
 async def probe(stack: Stack) -> dict[str, Any]:
@@ -547,6 +617,28 @@ def with_ratios(phases: list[dict], bare: dict[int, dict]) -> None:
         }
 
 
+HISTORY = "\n## Before and after"
+
+
+def kept_history(page: Path) -> str:
+    """The page's hand-written before/after sections (from the first such heading on):
+    a rewrite keeps them, since they compare runs that are no longer the latest."""
+    try:
+        text = page.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    at = text.find(HISTORY)
+    return "" if at < 0 else text[at:]
+
+
+def choose_driver(asked: str) -> str:
+    if asked == "auto":
+        return "wrk" if wrk.find() else "httpx"
+    if asked == "wrk" and not wrk.find():
+        raise SystemExit("--driver wrk: wrk not found (apt-get install wrk)")
+    return asked
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -571,6 +663,8 @@ async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]
         async with AsyncExitStack() as exits:
             say(f"starting store, OP, gateway and bare server ({work})")
             stack = await start_stack(args, exits, work)
+            stack.driver = choose_driver(args.driver)
+            data["driver"] = stack.driver
             data["store"] = stack.store
             data["processes"] = {n: w.pid for n, w in stack.watched.items()}
             # Warm up (connections, JWKS, first-request imports) before measuring anything.
@@ -616,6 +710,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help="5 sign-ins, 10 SSO tokens: the harness works")  # fmt: skip
     parser.set_defaults(mode="default")
+    parser.add_argument(
+        "--driver",
+        choices=("auto", "wrk", "httpx"),
+        default="auto",
+        help="load generator for SSO and the bare redirect (auto: wrk when installed)",
+    )
     parser.add_argument("--long", action="store_true", help="add 20,000 sign-ins (memory)")
     parser.add_argument("--long-sign-ins", type=int, default=LONG_SIGN_INS, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -655,7 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     if args.docs:
         name = os.path.relpath(chart_path, args.docs.parent) if chart_path else None
-        args.docs.write_text(report.markdown(data, name), encoding="utf-8")
+        args.docs.write_text(
+            report.markdown(data, name) + kept_history(args.docs), encoding="utf-8"
+        )
+    print(report.driver_line(data))
     print(report.table(data))
     print("\nper step (ms)        " + "".join(f"{'p' + str(q):>10}" for q in report.PERCENTILES))
     print("\n".join(report.step_rows(data)))

@@ -173,12 +173,26 @@ class VirtualUser:
 
 @dataclass
 class Run:
-    """What one bounded run produced."""
+    """What one bounded run produced. A run by an external load generator (wrk) has no
+    outcomes of its own: it gives its count, percentiles and hops instead."""
 
     outcomes: list[Outcome]
     errors: list[str]
     seconds: float
     stopped_by_time: bool
+    count: int | None = None
+    latency_ms: dict[str, dict[str, float]] | None = None
+    hops: float | None = None
+    failed: int | None = None  # errors counted, with ``errors`` holding samples only
+    driver: str = "httpx"
+
+    @property
+    def ops(self) -> int:
+        return self.count if self.count is not None else len(self.outcomes)
+
+    @property
+    def error_count(self) -> int:
+        return self.failed if self.failed is not None else len(self.errors)
 
 
 Operation = Callable[[VirtualUser, int, Any], Awaitable[Outcome]]

@@ -125,10 +125,11 @@ async def run_server(
         server = DrainingHTTPServer(make_app(gateway), xheaders=False)
         server.add_sockets(sockets)
         log.info(
-            "listening on %s:%s, public URL %s",
+            "listening on %s:%s, public URL %s (event loop: %s)",
             settings.listen.host,
             settings.listen.port,
             settings.public_url,
+            settings.listen.event_loop,
         )
         await stop.wait()
         # Graceful: stop accepting, let what is in flight finish (a callback in progress
@@ -240,7 +241,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
 
-    asyncio.run(main())
+    from gateway.serving import run
+
+    run(main(), settings.listen.event_loop)
     return 0
 
 

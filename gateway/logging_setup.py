@@ -35,10 +35,16 @@ access_log = logging.getLogger("gateway.access")
 
 
 def redact(text: str) -> str:
-    """Mask tokens and secret parameters in free text."""
-    text = _JWT.sub("[redacted-jwt]", text)
-    text = _BEARER.sub(r"\1[redacted]", text)
-    return _SECRET_PARAMS.sub(r"\1=[redacted]", text)
+    """Mask tokens and secret parameters in free text. Each pattern needs a literal
+    (``eyJ``, ``bearer``, ``=``), looked for first: most lines, the access log's among them,
+    have none and skip the regular expressions (a third of a log line's cost)."""
+    if "eyJ" in text:
+        text = _JWT.sub("[redacted-jwt]", text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(r"\1[redacted]", text)
+    if "=" in text:
+        text = _SECRET_PARAMS.sub(r"\1=[redacted]", text)
+    return text
 
 
 def bind_request_id(request_id: str) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent):
-# Debian packages (npm and python3-venv when missing; with --test: chromium and nginx), a virtualenv in .venv with the pinned Python
+# Debian packages (npm and python3-venv when missing; with --test: chromium, nginx, prosody,
+# prometheus and wrk), a virtualenv in .venv with the pinned Python
 # packages and this project, and the test OpenID Provider's npm packages (npm ci); with --test
 # also a few source files of Jitsi Meet's web client from the pinned npm tarball.
 set -euo pipefail
@@ -19,6 +20,8 @@ if [[ "${1:-}" == "--test" ]]; then
   # Prosody's prosodyctl, Prometheus' promtool (the Grafana dashboard's queries).
   [[ -x /usr/bin/prosodyctl ]] || apt_packages+=(prosody)
   [[ -x /usr/bin/promtool ]] || apt_packages+=(prometheus)
+  # The benchmark's single sign-on and bare-redirect load (benchmarks/wrk.py; --smoke in tests).
+  command -v wrk >/dev/null || apt_packages+=(wrk)
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

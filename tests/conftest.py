@@ -2,7 +2,9 @@
 
 Session-scoped: one SecantusDB process (or the server in ``MONGODB_URI``), one test OP and
 one Chromium (per xdist worker). All tests and async fixtures share one event loop per session
-(pyproject.toml), so a module can share a gateway with read-only data or one nginx.
+(pyproject.toml), so a module can share a gateway with read-only data or one nginx. That
+loop is the one ``serve`` runs on (``listen.event_loop``, uvloop by default); set
+``JOG_TEST_EVENT_LOOP=asyncio`` to run the suite on the standard library's loop instead.
 Function-scoped: a gateway on a free port, with its own database (dropped afterwards) and its
 own client registered at the OP.
 """
@@ -19,12 +21,26 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser
 
+from gateway.config import Listen
 from gateway.devtools.embedded import EmbeddedMongo
 from gateway.devtools.op import TestOP
 from tests.support.browser import launch_chromium
 from tests.support.gateway import GatewayUnderTest, start_gateway
 
 ID_TOKEN_TTL = 120
+EVENT_LOOP = os.environ.get("JOG_TEST_EVENT_LOOP") or Listen().event_loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test and fixture runs on the loop the gateway is served on."""
+    if EVENT_LOOP == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    import asyncio
+
+    return {"asyncio": asyncio.new_event_loop}
+
 
 ACCOUNTS: list[dict[str, Any]] = [
     {

@@ -5,10 +5,16 @@ never asserted here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from benchmarks import wrk
+from benchmarks.bare import TARGET
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +47,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert {"command", "machine", "counts", "bare", "full_sign_in", "sso", "targets"} <= set(data)
+    assert data["driver"] == "wrk"  # scripts/setup.sh --test installs it
     assert data["machine"]["nproc"] >= 1 and data["machine"]["cpu_model"]
     for scenario in ("bare", "full_sign_in", "sso"):
         assert data[scenario], scenario
@@ -67,3 +74,28 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     for line in ("PASS", "FAIL", "SKIP"):
         if any(t["result"] == line for t in data["targets"]):
             assert f"{line}: " in result.stdout
+
+
+@pytest.mark.asyncio
+async def test_the_wrk_driver_counts_answers_that_are_not_the_expected_redirect() -> None:
+    """wrk's Lua check is what makes its figures count: a wrong target is all bad."""
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.bare", "--port", "0",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert bare.stdout is not None
+        port = json.loads(await bare.stdout.readline())["port"]
+        url = f"http://127.0.0.1:{port}"
+        good = await wrk.run(url, "/r?n=", 4, 1, expect_location=TARGET, expect_jwt=True)
+        assert good.requests > 0 and good.bad == 0 and good.errors == 0
+        assert 0 < good.latency_ms["p50"] <= good.latency_ms["p99"]
+        wrong = await wrk.run(
+            url, "/r?n=", 4, 1, expect_location="http://elsewhere/", expect_jwt=False,
+            cookies=["a=1", "b=2"],
+        )  # fmt: skip
+        assert wrong.requests > 0 and wrong.bad == wrong.requests
+        assert wrong.first_bad.startswith("302 http://127.0.0.1:9/meet/room")
+    finally:
+        bare.terminate()
+        await bare.wait()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from adapters.base import Identity
 from gateway.config import Delivery, Jitsi
 from gateway.delivery import deliver
-from gateway.jitsi import JitsiTokens, gravatar_url
+from gateway.jitsi import CompactSigner, JitsiTokens, gravatar_url
 from tests.support.jitsi_web import jitsi_token
 
 NOW = 1_700_000_000
@@ -335,3 +335,34 @@ def test_jitsi_web_client_reads_the_minted_token(mode: str, tenant: str | None) 
     if mode == "fragment":
         # The bare form the gateway used to write is exactly what Jitsi cannot read.
         assert jitsi_token(url.split("#")[0] + "#jwt=" + minted.token) is None
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "RS256"])
+def test_the_prepared_signer_writes_what_pyjwt_writes(algorithm: str) -> None:
+    """The signer that prepares its key once is byte for byte PyJWT's ``jwt.encode``."""
+    if algorithm == "HS256":
+        key: Any = "s" * 40
+        public: Any = key
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = key.public_key()
+    claims = {
+        "iss": "app",
+        "aud": "jitsi",
+        "room": "r",
+        "exp": 2_000_000_000,
+        "context": {"user": {"name": 'Zo\u00eb \u2603 "quoted"'}},
+    }
+    headers = {"typ": "JWT", **({"kid": "k1"} if algorithm == "RS256" else {})}
+    token = CompactSigner(algorithm, key).sign(claims, headers)
+    if algorithm == "HS256":  # deterministic: the very same bytes
+        assert token == jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+    assert jwt.get_unverified_header(token) == {"alg": algorithm, **headers}
+    assert jwt.decode(token, public, algorithms=[algorithm], audience="jitsi") == claims
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(
+            token[:-2] + ("AA" if token[-2:] != "AA" else "BB"),
+            public,
+            algorithms=[algorithm],
+            audience="jitsi",
+        )

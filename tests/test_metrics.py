@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.logging_setup import configure_logging, redact
+from gateway.logging_setup import _BEARER, _JWT, _SECRET_PARAMS, configure_logging, redact
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
 
@@ -183,6 +185,43 @@ async def test_json_logs_carry_request_id_and_no_secrets(
 )
 def test_redaction(text: str, secret: str) -> None:
     assert secret not in redact(text)
+
+
+def every_pattern(text: str) -> str:
+    """Redaction without the literal pre-checks: every pattern on every line."""
+    text = _JWT.sub("[redacted-jwt]", text)
+    text = _BEARER.sub(r"\1[redacted]", text)
+    return _SECRET_PARAMS.sub(r"\1=[redacted]", text)
+
+
+PIECES = st.sampled_from(
+    [
+        "eyJ",
+        "hbGci",
+        ".",
+        "x",
+        " ",
+        "Bearer ",
+        "BEARER\t",
+        "bEaReR ",
+        "code",
+        "state",
+        "=",
+        "&",
+        "jwt",
+        "tok3n",
+        "\u212a",
+        "\u0130",
+        "_-",
+        "abcdefghijklm",
+        "\n",
+    ]
+)
+
+
+@given(st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=24).map("".join))
+def test_the_literal_pre_checks_never_change_what_is_redacted(text: str) -> None:
+    assert redact(text) == every_pattern(text)
 
 
 def test_redaction_applies_to_every_logger(json_logs: io.StringIO) -> None:

@@ -1,6 +1,7 @@
 """SIGTERM to a real ``serve`` process during a sign-in: the callback in flight finishes
 (its single-use state is not lost), its audit event reaches MongoDB, then the process
-exits. Also for a worker of ``--processes 2``."""
+exits. Also for a worker of ``--processes 2``, and on both event loops ``listen.event_loop``
+offers (the process is checked to run the one chosen)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,22 @@ pytestmark = pytest.mark.asyncio
 
 
 def write_settings(
-    path: Path, port: int, op: TestOP, client: dict, mongo_uri: str, db: str
+    path: Path,
+    port: int,
+    op: TestOP,
+    client: dict,
+    mongo_uri: str,
+    db: str,
+    event_loop: str = "uvloop",
 ) -> None:
     data: dict[str, Any] = {
         "public_url": f"http://127.0.0.1:{port}",
-        "listen": {"host": "127.0.0.1", "port": port, "drain_seconds": 10},
+        "listen": {
+            "host": "127.0.0.1",
+            "port": port,
+            "drain_seconds": 10,
+            "event_loop": event_loop,
+        },
         "mongodb": {"uri": mongo_uri, "database": db, "timeout_seconds": 2},
         "cookies": {"secret": secrets.token_urlsafe(32), "secure": False},
         "jitsi": {
@@ -92,19 +104,30 @@ async def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 30.
     raise AssertionError("serve did not become ready")
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["one_process", "two_workers"])
+def loaded_uvloop(pid: int) -> bool:
+    """Whether the process has uvloop's extension mapped (it is imported only when chosen)."""
+    return "uvloop/loop." in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize(
+    ("processes", "event_loop"),
+    [(1, "uvloop"), (2, "uvloop"), (1, "asyncio")],
+    ids=["one_process", "two_workers", "asyncio_loop"],
+)
 async def test_sigterm_lets_the_callback_in_flight_finish(
-    op: TestOP, mongo_uri: str, tmp_path: Path, processes: int
+    op: TestOP, mongo_uri: str, tmp_path: Path, processes: int, event_loop: str
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     client = await op.register_client([f"{url}/oidc/redirect/testop"])
     db = f"jog_test_{secrets.token_hex(6)}"
     cfg = tmp_path / "settings.yaml"
-    write_settings(cfg, port, op, client, mongo_uri, db)
+    write_settings(cfg, port, op, client, mongo_uri, db, event_loop)
     proc = start_serve(cfg, processes)
     try:
         await wait_ready(url, proc)
+        if processes == 1:
+            assert loaded_uvloop(proc.pid) is (event_loop == "uvloop")
         async with httpx.AsyncClient(follow_redirects=False, timeout=30) as browser:
             start = await browser.get(f"{url}/oidc/auth", params={"room": "standup"})
             callback = await op.login_over_http(
