@@ -34,7 +34,6 @@ class GroupedReads(Generic[K, V]):
             raise ValueError("max_batch must be at least 1")
         self.fetch = fetch
         self.max_batch = max_batch
-        self.queries = 0  # sent, for tests and benchmarks
         self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
         self._runner: asyncio.Task[None] | None = None
 
@@ -57,7 +56,6 @@ class GroupedReads(Generic[K, V]):
         try:
             while self._pending:
                 batch = self._next_batch()
-                self.queries += 1
                 try:
                     found = await self.fetch(list(batch))
                 except Exception as exc:
