@@ -367,10 +367,16 @@ async def close_all(users: list[VirtualUser]) -> None:
     await asyncio.gather(*(u.close() for u in users))
 
 
-def wrk_run(result: wrk.WrkResult) -> Run:
-    """wrk's figures as a run: one hop per operation (each request is checked to end at
-    its target), its percentiles for the one step."""
-    failed = result.bad + result.errors
+async def wrk_load(
+    url: str, path_prefix: str, concurrency: int, seconds: float, expect_location: str,
+    cookies: list[str] | None = None,
+) -> Run:  # fmt: skip
+    """A wrk run as a run: one hop per operation (each answer is checked to be the redirect
+    to ``expect_location...`` with a token), wrk's percentiles for the one step."""
+    result = await wrk.run(
+        url, path_prefix, concurrency, seconds,
+        expect_location=expect_location, expect_jwt=True, cookies=cookies,
+    )  # fmt: skip
     samples = [f"not the expected redirect: {result.first_bad}"] if result.bad else []
     if result.errors:
         samples.append(f"{result.errors} connection errors or timeouts")
@@ -383,7 +389,7 @@ def wrk_run(result: wrk.WrkResult) -> Run:
         count=result.requests - result.bad,
         latency_ms={"auth": step, "gateway": step, "end_to_end": step},
         hops=1.0,
-        failed=failed,
+        failed=result.bad + result.errors,
         driver="wrk",
     )
 
@@ -391,20 +397,13 @@ def wrk_run(result: wrk.WrkResult) -> Run:
 async def bare_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dict[str, Any]:
     if stack.driver == "wrk":
         split = urlsplit(stack.bare_url)
-
-        async def by_wrk() -> Run:
-            return wrk_run(
-                await wrk.run(
-                    f"{split.scheme}://{split.netloc}",
-                    f"{split.path}?n=",
-                    concurrency,
-                    plan.wrk_seconds,
-                    expect_location=BARE_TARGET,
-                    expect_jwt=True,
-                )
-            )
-
-        return await measured(stack, "bare", concurrency, by_wrk)
+        origin, path = f"{split.scheme}://{split.netloc}", f"{split.path}?n="
+        return await measured(
+            stack,
+            "bare",
+            concurrency,
+            lambda: wrk_load(origin, path, concurrency, plan.wrk_seconds, BARE_TARGET),
+        )
     users = await users_for(stack, concurrency)
 
     async def op(user: VirtualUser, _i: int, _c: Any) -> Outcome:
@@ -466,22 +465,19 @@ async def sso_run(stack: Stack, concurrency: int, count: int, plan: Plan) -> dic
             jars += [u.client.cookies for u in chunk]
 
         if stack.driver == "wrk":
-            cookies = [cookie_header(jar) for jar in jars]
-
-            async def by_wrk() -> Run:
-                return wrk_run(
-                    await wrk.run(
-                        stack.target.gateway_url,
-                        f"/oidc/auth?room=sso-{tag}-",
-                        concurrency,
-                        plan.wrk_seconds,
-                        expect_location=f"{stack.target.jitsi_base}/sso-{tag}-",
-                        expect_jwt=True,
-                        cookies=cookies,
-                    )
-                )
-
-            return await measured(stack, "gateway", concurrency, by_wrk)
+            return await measured(
+                stack,
+                "gateway",
+                concurrency,
+                lambda: wrk_load(
+                    stack.target.gateway_url,
+                    f"/oidc/auth?room=sso-{tag}-",
+                    concurrency,
+                    plan.wrk_seconds,
+                    f"{stack.target.jitsi_base}/sso-{tag}-",
+                    [cookie_header(jar) for jar in jars],
+                ),
+            )
 
         async def op(user: VirtualUser, i: int, jar: httpx.Cookies) -> Outcome:
             return await user.sso(f"sso-{tag}-{i}", jar)

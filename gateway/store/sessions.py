@@ -10,7 +10,7 @@ RP-initiated logout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -48,12 +48,9 @@ class IdpLogin:
 
 
 def _is_live(doc: dict[str, Any], now: datetime) -> bool:
+    """``expires_at`` reads timezone-aware (``Store.connect`` makes a ``tz_aware`` client)."""
     expires_at = doc.get("expires_at")
-    if not isinstance(expires_at, datetime):
-        return False
-    if expires_at.tzinfo is None:  # a client without tz_aware reads naive UTC
-        expires_at = expires_at.replace(tzinfo=UTC)
-    return expires_at > now
+    return isinstance(expires_at, datetime) and expires_at > now
 
 
 class SessionStore:
