@@ -382,6 +382,11 @@ class Audit(Strict):
     """The audit trail: write bound, batching, the local spool for outages, retention."""
 
     write_timeout_seconds: float = Field(1.0, gt=0, le=10)
+    wait_for_store: bool = Field(
+        False,
+        description="true: each answer waits until its events are in MongoDB (or the spool); "
+        "false: until they are in the local journal in spool_dir (needs a spool_dir)",
+    )
     batch_size: int = Field(500, ge=1, le=10000)
     spool_dir: str | None = Field(
         "./var/audit-spool", description="where events wait while MongoDB is down; null: off"

@@ -32,6 +32,9 @@ def safe_url(url: str) -> str:
 
 
 MAX_RESPONSE_BYTES = 1024 * 1024
+# The server closed the connection before any answer (aiohttp reuses a pooled connection
+# whose close it has not seen yet: aio-libs/aiohttp#3609, #9138).
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
 
 
 class HttpClient:
@@ -93,24 +96,15 @@ class HttpClient:
     ) -> Any:
         self.requests[method] = self.requests.get(method, 0) + 1
         limit = timeout or self.timeout
-        cap = self.max_response_bytes
-        chunks: list[bytes] = []
-        received = 0
         try:
-            async with (
-                asyncio.timeout(limit),
-                self._pool().request(
-                    method, url, data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
-                status = response.status
-                async for chunk in response.content.iter_any():
-                    received += len(chunk)
-                    if received > cap:  # stop reading: the rest is never buffered
-                        raise UpstreamError(
-                            url, f"answer larger than {cap} bytes (http.max_response_bytes)"
-                        )
-                    chunks.append(chunk)
+            async with asyncio.timeout(limit):
+                try:
+                    status, data = await self._once(method, url, body, headers)
+                except STALE_CONNECTION:
+                    # A kept-alive connection the server had closed as the request went out
+                    # (its idle timeout): nothing was answered, so ask once more on a new one.
+                    # A code sent twice is refused by the IdP: single use is its to enforce.
+                    status, data = await self._once(method, url, body, headers)
         except TimeoutError:
             raise UpstreamError(url, "unreachable (TimeoutError)") from None
         except aiohttp.ClientError as exc:  # connect, read or protocol failure, bad URL
@@ -118,7 +112,7 @@ class HttpClient:
         except OSError as exc:
             raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
         try:
-            payload = json.loads(b"".join(chunks) or b"null")
+            payload = json.loads(data or b"null")
         except ValueError:
             payload = None
         if not 200 <= status < 300:
@@ -126,3 +120,21 @@ class HttpClient:
         if payload is None:
             raise UpstreamError(url, "response is not JSON", status)
         return payload
+
+    async def _once(
+        self, method: str, url: str, body: str | None, headers: Mapping[str, str] | None
+    ) -> tuple[int, bytes]:
+        cap = self.max_response_bytes
+        chunks: list[bytes] = []
+        received = 0
+        async with self._pool().request(
+            method, url, data=body, headers=headers, allow_redirects=False
+        ) as response:
+            async for chunk in response.content.iter_any():
+                received += len(chunk)
+                if received > cap:  # stop reading: the rest is never buffered
+                    raise UpstreamError(
+                        url, f"answer larger than {cap} bytes (http.max_response_bytes)"
+                    )
+                chunks.append(chunk)
+            return response.status, b"".join(chunks)

@@ -344,3 +344,48 @@ async def test_a_spool_file_left_by_a_worker_that_died_later_is_adopted(
                 break
             await asyncio.sleep(0.1)
         assert await gw.store.audit.collection.count_documents({"_id": event_id}) == 1
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_asked_again() -> None:
+    """The IdP drops an idle kept-alive connection just as the next request goes out on it
+    (its keep-alive timeout): the call is made once more on a new connection instead of
+    failing the sign-in. A server that keeps dropping still fails the call."""
+    from gateway.http import HttpClient, UpstreamError
+
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+        b'Connection: keep-alive\r\n\r\n{"ok":true}'
+    )
+    connections = 0
+    always_drop = False
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        served = 0
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if served == 1 or always_drop:  # the second request on this connection
+                    break  # closed without an answer
+                writer.write(answer)
+                await writer.drain()
+                served += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
+    client = HttpClient()
+    try:
+        # POST, as the code exchange: aiohttp repeats only idempotent methods on its own
+        assert await client.post_form(url, {"code": "c"}) == {"ok": True}
+        assert await client.post_form(url, {"code": "c"}) == {"ok": True}  # dropped, asked again
+        assert connections == 2
+        always_drop = True
+        with pytest.raises(UpstreamError, match="unreachable"):
+            await client.post_form(url, {"code": "c"})
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

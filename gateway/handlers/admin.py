@@ -111,6 +111,8 @@ class AdminHandler(GatewayHandler):
             admin = self.gateway.settings.admin
             # one deadline per request instead of mongodb.timeout_seconds per socket read
             bound = admin.export_timeout_seconds if wants_export else admin.query_timeout_seconds
+            # every event of a request already answered is in the answer
+            await self.gateway.store.audit.settle()
             with self.reader.deadline(bound):
                 await self.answer(params)
         except GatewayError as exc:

@@ -109,6 +109,7 @@ class AdminPageHandler(AdminPage):
         try:
             params = {k: v for k, v in query_params(self.request).items() if v and v.strip()}
             values |= self.form_values(params)
+            await self.gateway.store.audit.settle()  # events of answered requests included
             with self.gateway.store.audit.reader.deadline(settings.admin.query_timeout_seconds):
                 data = await self.read(params)
         except aq.FilterError as exc:

@@ -1,8 +1,13 @@
 """The audit log: one document per step of every sign-in, durable through MongoDB outages.
 
 Writing an event must never break or stall a sign-in. ``write`` hands the event to one
-writer task and waits a short, bounded time for it to be stored. The writer groups waiting
-events into one ``insert_many`` (group commit); when MongoDB fails or times out the batch goes
+writer task, which groups waiting events into one ``insert_many`` (group commit). With a
+spool directory (the default) the request does not wait: the event is first appended to this
+process's journal (``gateway/store/journal.py``, local disk, what a crash leaves there is
+replayed at the next start), so the answer goes out after a local write and the insert
+follows behind it, lingering a few milliseconds to take more events at once. Without a spool,
+or with ``audit.wait_for_store``, ``write`` waits a short, bounded time for the event to be
+stored, as before. When MongoDB fails or times out the batch goes
 to the local spool (``gateway/store/spool.py``, fsync'd) and every later event follows it
 there until a replayer task has copied the spool back into MongoDB in order. Event ids are
 fixed before the first attempt, so an insert that timed out but landed anyway is not
@@ -23,10 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bson import json_util
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from gateway.store.journal import Journal
 from gateway.store.spool import Spool, SpoolFull
 
 if TYPE_CHECKING:
@@ -93,6 +100,14 @@ class AuditLog:
         self.replay_interval = 5.0
         self.retention_days: int | None = None
         self.spool: Spool | None = None
+        # False: answers wait for a local journal write only (needs the spool directory).
+        self.wait_for_store = True
+        self.journal: Journal | None = None  # open while events are journaled
+        self.linger = 0.005  # seconds a journaled batch waits for more events
+        self._segment: dict[str, int] = {}  # event id -> its journal segment
+        self._enqueued = 0  # events handed over, ever
+        self._stored = 0  # of those, the ones MongoDB or the spool took (or that were lost)
+        self._settling: list[tuple[int, asyncio.Future[None]]] = []
         # Counters for /metrics and tests.
         self.write_failures = 0  # MongoDB writes that failed or timed out
         self.dropped = 0  # events lost: no spool configured, or the spool full
@@ -124,6 +139,7 @@ class AuditLog:
         self.batch_size = settings.batch_size
         self.replay_interval = settings.replay_interval_seconds
         self.retention_days = settings.retention_days
+        self.wait_for_store = settings.wait_for_store
         if settings.spool_dir:
             self.spool = Spool(Path(settings.spool_dir), settings.spool_max_bytes)
 
@@ -210,21 +226,78 @@ class AuditLog:
     def enqueue(self, event: dict[str, Any]) -> None:
         """Queue one event without waiting for it: the next :meth:`write` of the same request
         (or the writer on its own) stores it, in the same insert when it is still queued."""
-        self._queue.append(self.prepare(event))
-        self._start_writer()
+        doc = self.prepare(event)
+        self._keep(doc)
+        self._hand_over(doc)
 
     async def write(self, event: dict[str, Any]) -> bool:
-        """Store one event; True once it is in MongoDB or the spool, False after the bound."""
+        """Store one event; True once it is journaled (see the module docstring) or in
+        MongoDB or the spool, False after the bound."""
         doc = self.prepare(event)
+        if self._keep(doc):
+            self._hand_over(doc)
+            return True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._waiters[doc["_id"]] = future
-        self._queue.append(doc)
-        self._start_writer()
+        self._hand_over(doc)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.write_timeout * 2 + 1)
         except TimeoutError:
             log.error("audit write of %s not confirmed in time; still queued", doc["event"])
+            return False
+
+    def _keep(self, doc: dict[str, Any]) -> bool:
+        """Journal the event when the journal is open; False when the caller must wait."""
+        if self.journal is None:
+            return False
+        try:
+            segment = self.journal.append(json_util.dumps(doc).encode("utf-8") + b"\n")
+        except OSError as exc:
+            log.error("audit: journal write failed (%s); waiting for MongoDB instead", exc)
+            return False
+        self._segment[doc["_id"]] = segment
+        return True
+
+    def _hand_over(self, doc: dict[str, Any]) -> None:
+        self._queue.append(doc)
+        self._enqueued += 1
+        self._start_writer()
+
+    def _done(self, docs: list[dict[str, Any]]) -> None:
+        """These events are stored (or lost, and logged): release journal and waiters."""
+        if self.journal is not None or self._segment:
+            counts = [0, 0]
+            for doc in docs:
+                segment = self._segment.pop(doc["_id"], None)
+                if segment is not None:
+                    counts[segment] += 1
+            for segment, count in enumerate(counts):
+                if count and self.journal is not None:
+                    self.journal.stored(segment, count)
+        self._stored += len(docs)
+        still = []
+        for target, future in self._settling:
+            if self._stored >= target:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        self._settling = still
+
+    async def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every event handed over before this call is stored (the audit
+        queries call this first, so an operator sees every answered request); False when
+        ``timeout`` (default: the write bound) passes first."""
+        target = self._enqueued
+        if self._stored >= target:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settling.append((target, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout or self.write_timeout * 2 + 1)
+            return True
+        except TimeoutError:
             return False
 
     def _loop_state(self) -> None:
@@ -254,6 +327,8 @@ class AuditLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.journal is not None and len(self._queue) < self.batch_size:
+                await asyncio.sleep(self.linger)  # nobody waits: let more events join
             self._inflight = self._queue[: self.batch_size]
             del self._queue[: len(self._inflight)]
             ok = await self._persist(self._inflight)
@@ -261,6 +336,7 @@ class AuditLog:
                 waiter = self._waiters.pop(doc["_id"], None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(ok)
+            self._done(self._inflight)
             self._inflight = []
 
     async def _insert(self, docs: list[dict[str, Any]]) -> None:
@@ -340,7 +416,8 @@ class AuditLog:
             return len(docs)
 
     async def start(self) -> None:
-        """Open the spool and replay what an earlier run left in it (never raises)."""
+        """Open the spool and the journal, and replay what an earlier run left in them
+        (never raises; without a usable spool, writes wait for MongoDB)."""
         if self.spool is None:
             return
         try:
@@ -348,6 +425,17 @@ class AuditLog:
         except OSError as exc:
             log.error("audit: cannot open the spool in %s: %s", self.spool.directory, exc)
             return
+        if not self.wait_for_store and self.journal is None and self.spool.path is not None:
+            journal = Journal(self.spool.path)
+            try:
+                leftover = journal.leftover()
+                if leftover:
+                    log.warning("audit: %d journaled event(s) to replay", len(leftover))
+                await asyncio.to_thread(self.spool.take, leftover)  # fsync'd before emptied
+                journal.open()
+                self.journal = journal
+            except (OSError, SpoolFull) as exc:
+                log.error("audit: no journal (%s); writes wait for MongoDB", exc)
         for name, count in self.spool.adopted_at_open:
             log.warning("audit: adopted %d event(s) from %s (its process is gone)", count, name)
         if self.spool.depth:
@@ -401,6 +489,7 @@ class AuditLog:
         if leftover:
             self._loop_state()
             await self._to_spool(leftover)
+            self._done(leftover)
             if self._replayer is not None and not self._replayer.done():
                 self._replayer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -409,6 +498,13 @@ class AuditLog:
             if not waiter.done():
                 waiter.cancel()
         self._waiters.clear()
+        for _, future in self._settling:
+            if not future.done():
+                future.cancel()
+        self._settling = []
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         self._writer = self._replayer = None
         self._wake = self._idle = None
         self._spool_lock = self._replay_lock = None

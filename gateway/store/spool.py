@@ -11,8 +11,9 @@ first free ``n``), so several gateway processes can share one directory. Any oth
 file whose lock is free (its process is gone: a crash, or a restart with fewer processes)
 is adopted: its pending events are appended to this process's file (fsync'd) and the
 orphan emptied, so every file in the directory is replayed, once, whatever the process
-count. A crash between the two steps can only repeat events, which the fixed ``_id``
-turns into no-ops in MongoDB.
+count. An orphan's journal segments (``gateway/store/journal.py``: events its process had
+handed over but not yet stored) are adopted the same way. A crash between the two steps
+can only repeat events, which the fixed ``_id`` turns into no-ops in MongoDB.
 
 All methods are blocking file I/O: ``AuditLog`` calls them through ``asyncio.to_thread``.
 """
@@ -27,6 +28,8 @@ from typing import Any
 
 from bson import json_util
 from bson.json_util import JSONOptions
+
+from gateway.store.journal import complete_lines, segment_paths
 
 MAX_FILES = 64
 READ_OPTIONS = JSONOptions(tz_aware=True, tzinfo=UTC)
@@ -76,10 +79,10 @@ class Spool:
         if self.path is None:
             return []
         adopted = []
-        for other in sorted(self.directory.glob("audit-*.spool")):
+        for lock_path in sorted(self.directory.glob("audit-*.lock")):
+            other = lock_path.with_suffix(".spool")
             if other == self.path:
                 continue
-            lock_path = other.with_suffix(".lock")
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 try:
@@ -90,11 +93,16 @@ class Spool:
                 orphan.path = other
                 orphan._offset = orphan._read_offset()
                 lines = list(orphan._lines_from(orphan._offset))
+                segments = segment_paths(other)  # events its process had not yet stored
+                for segment in segments:
+                    lines += complete_lines(segment)
                 if lines:
                     self._append_raw(b"".join(lines), len(lines))
                     adopted.append((other.name, len(lines)))
-                with other.open("wb") as f:  # emptied only after ours is fsync'd
-                    os.fsync(f.fileno())
+                for emptied in (other, *segments):  # only after ours is fsync'd
+                    if emptied.exists():
+                        with emptied.open("wb") as f:
+                            os.fsync(f.fileno())
                 other.with_suffix(".offset").unlink(missing_ok=True)
             finally:
                 os.close(fd)
@@ -133,6 +141,12 @@ class Spool:
                 f"{len(docs)} event(s) dropped; restore MongoDB or raise audit.spool_max_bytes"
             )
         self._append_raw(data, len(docs))
+
+    def take(self, lines: list[bytes]) -> None:
+        """Append events already encoded as lines (a journal's leftover), fsync'd."""
+        self.open()
+        if lines:
+            self._append_raw(b"".join(lines), len(lines))
 
     def _append_raw(self, data: bytes, count: int) -> None:
         assert self.path is not None

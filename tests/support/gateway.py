@@ -200,8 +200,12 @@ async def start_gateway(
                 }
             )
         # Each gateway spools audit events in its own directory (never the working directory).
+        # Answers wait for their audit events here: the tests read the collection right after
+        # an answer. The default (journaled, stored behind the answer) has its own tests in
+        # tests/test_audit_journal.py.
         spool_dir = tempfile.mkdtemp(prefix="jog-spool-")
-        overrides["audit"] = {"spool_dir": spool_dir, **overrides.get("audit", {})}
+        audit = {"spool_dir": spool_dir, "wait_for_store": True, **overrides.get("audit", {})}
+        overrides["audit"] = audit
         settings = settings_for(url, op, client, db, mongo_uri, more_idps=extra_idps, **overrides)
         clock = clock or MovableClock()
         # settings.mongodb.database is db unless the test shares one database between gateways.

@@ -1,0 +1,79 @@
+"""The audit journal: events a request has handed over, kept on local disk until they are
+stored, so an answer need not wait for MongoDB and a crashed gateway loses none of them.
+
+Two segment files next to the process's spool file (``audit-<n>.journal-a`` and ``-b``),
+appended with one ``write`` per event and no fsync: the kernel keeps them through a crash of
+the gateway process (not of the machine; the spool, fsync'd, is for MongoDB outages).
+Events are written to the current segment; once MongoDB (or the spool) has taken every
+event of a segment it is truncated. When the current segment passes ``rotate_bytes`` and the
+other one is empty, writing moves there, so under steady load neither grows without bound.
+
+What a segment still holds at start-up was not confirmed stored: ``AuditLog.start`` moves it
+into the spool, whose replay inserts it (already-present ids are ignored). Blocking file I/O
+of a few microseconds, called from the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROTATE_BYTES = 1024 * 1024
+SUFFIXES = (".journal-a", ".journal-b")
+
+
+def segment_paths(spool_path: Path) -> tuple[Path, Path]:
+    """The journal segments that belong to one spool file (same lock, same number)."""
+    return (spool_path.with_suffix(SUFFIXES[0]), spool_path.with_suffix(SUFFIXES[1]))
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """The whole lines of a segment (a line torn by a crash mid-write is not an event)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [line + b"\n" for line in data.split(b"\n")[:-1] if line]
+
+
+class Journal:
+    def __init__(self, spool_path: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
+        self.paths = segment_paths(spool_path)
+        self.rotate_bytes = rotate_bytes
+        self.current = 0
+        self.pending = [0, 0]  # events in each segment not yet stored
+        self.sizes = [0, 0]
+        self._fds: list[int] = []
+
+    def leftover(self) -> list[bytes]:
+        """What an earlier run left (call before :meth:`open`, which empties the segments)."""
+        return complete_lines(self.paths[0]) + complete_lines(self.paths[1])
+
+    def open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+        self._fds = [os.open(path, flags, 0o600) for path in self.paths]
+
+    def append(self, line: bytes) -> int:
+        """Keep one event (a JSON line); returns its segment for :meth:`stored`."""
+        segment = self.current
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self._fds[segment], view) :]
+        self.pending[segment] += 1
+        self.sizes[segment] += len(line)
+        other = 1 - segment
+        if self.sizes[segment] >= self.rotate_bytes and self.pending[other] == 0:
+            self.current = other
+        return segment
+
+    def stored(self, segment: int, count: int) -> None:
+        """``count`` events of ``segment`` are in MongoDB or the spool."""
+        self.pending[segment] = max(0, self.pending[segment] - count)
+        if self.pending[segment] == 0 and self.sizes[segment]:
+            os.ftruncate(self._fds[segment], 0)
+            self.sizes[segment] = 0
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
