@@ -99,7 +99,7 @@ def targets(data: Mapping[str, Any]) -> list[dict]:
             counts["full_sign_in"]["store"]["person_path"] if counts.get("full_sign_in") else None,
             3,
             "<=",
-            "audit inserts (group-committed, awaited up to audit.write_timeout_seconds) apart",
+            "audit inserts (group-committed behind the answer, journaled locally) apart",
         ),
         target("SSO: gateway CPU per token (ms)", cpu_over(sso), 0.5, "<="),
         target(
@@ -371,7 +371,8 @@ READING = [
     "- **Store round trips** are the MongoDB commands the gateway sent",
     "  (`jog_store_commands_total`). The person's path counts what a sign-in's requests",
     "  wait for except the audit inserts; those are group-committed (one `insert` for all",
-    "  events waiting), awaited up to `audit.write_timeout_seconds`, and listed apart.",
+    "  events waiting) behind the answer, which waits only for a local journal write",
+    "  (`audit.wait_for_store: false`, docs/audit.md), and are listed apart.",
     "  Background commands (`ping`, index checks) are left out.",
     "- **Hops** are the requests the person's browser makes to the gateway; OP hops are its",
     "  requests to the OP's login pages; IdP requests are the gateway's back-channel calls.",
