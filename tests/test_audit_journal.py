@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ import pytest_asyncio
 
 from gateway.config import Audit
 from gateway.store import Store
-from gateway.store.journal import Journal, complete_lines, segment_paths
+from gateway.store.journal import Journal, encode, read_records, segment_paths
 from gateway.store.spool import Spool
 from tests.support.gateway import start_gateway
 from tests.support.op import TestOP
@@ -31,8 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 TOKEN = "admin-token-for-journal-0123456789"
 
 
-def line(i: int, size: int = 40) -> bytes:
-    return f'{{"_id": "{i:06d}", "pad": "{"x" * size}"}}\n'.encode()
+def event(i: int) -> dict:
+    return {"_id": f"{i:06d}", "event": "token_minted", "time": datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+def record(i: int) -> bytes:
+    return encode(event(i))
 
 
 # ---- the journal file ----------------------------------------------------------------------
@@ -41,15 +46,15 @@ def line(i: int, size: int = 40) -> bytes:
 def test_a_segment_is_emptied_once_all_its_events_are_stored(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "audit-0.spool")
     journal.open()
-    a, b = journal.append(line(1)), journal.append(line(2))
+    a, b = journal.append(record(1)), journal.append(record(2))
     assert a == b == 0
-    assert complete_lines(journal.paths[0]) == [line(1), line(2)]
+    assert read_records(journal.paths[0]) == [event(1), event(2)]  # datetimes come back aware
     journal.stored(0, 1)
-    assert len(complete_lines(journal.paths[0])) == 2  # one still pending: kept whole
+    assert len(read_records(journal.paths[0])) == 2  # one still pending: kept whole
     journal.stored(0, 1)
     assert journal.paths[0].stat().st_size == 0
-    journal.append(line(3))  # appends after a truncation start at offset 0
-    assert complete_lines(journal.paths[0]) == [line(3)]
+    journal.append(record(3))  # appends after a truncation start at offset 0
+    assert read_records(journal.paths[0]) == [event(3)]
     journal.close()
 
 
@@ -61,22 +66,22 @@ def test_steady_load_never_lets_a_segment_grow_without_bound(tmp_path: Path) -> 
     in_flight: list[int] = []
     biggest = 0
     for batch in range(200):
-        segments = [journal.append(line(batch * 10 + k)) for k in range(10)]
+        segments = [journal.append(record(batch * 10 + k)) for k in range(10)]
         for segment in in_flight:  # the previous batch is stored now
             journal.stored(segment, 1)
         in_flight = segments
         biggest = max(biggest, *(p.stat().st_size for p in journal.paths))
-    assert biggest < 2000 + 10 * len(line(0))
+    assert biggest < 2000 + 10 * len(record(0))
     journal.close()
 
 
-def test_leftover_is_read_before_open_and_a_torn_line_is_not_an_event(tmp_path: Path) -> None:
+def test_leftover_is_read_before_open_and_a_torn_record_is_not_an_event(tmp_path: Path) -> None:
     spool_path = tmp_path / "audit-0.spool"
     first, second = segment_paths(spool_path)
-    first.write_bytes(line(1) + line(2) + b'{"_id": "tor')
-    second.write_bytes(line(3))
+    first.write_bytes(record(1) + record(2) + record(9)[:20])  # the last write cut short
+    second.write_bytes(record(3))
     journal = Journal(spool_path)
-    assert journal.leftover() == [line(1), line(2), line(3)]
+    assert journal.leftover() == [event(1), event(2), event(3)]
     journal.open()
     assert first.stat().st_size == second.stat().st_size == 0
     journal.close()
@@ -105,8 +110,8 @@ async def test_write_returns_once_journaled_and_the_insert_follows(journaled: St
     assert await audit.write({"event": "flow_started", "outcome": "success", "room": "r1"})
     # answered before MongoDB has it: the event is queued and on local disk
     assert audit.queued == 1
-    [kept] = complete_lines(audit.journal.paths[0])
-    assert b'"room": "r1"' in kept
+    [kept] = read_records(audit.journal.paths[0])
+    assert kept["room"] == "r1"
     assert await audit.collection.count_documents({}) == 0
     assert await audit.settle()
     assert await audit.collection.count_documents({"room": "r1"}) == 1
@@ -187,7 +192,7 @@ async def test_a_live_process_adopts_the_journal_of_one_that_crashed(
     survivor = Spool(spool, 1 << 20)
     survivor.open()  # holds audit-0: the crashed child journals as audit-1
     await asyncio.to_thread(crash_after_answers, mongo_uri, db_name, spool, 7)
-    assert len(complete_lines(spool / "audit-1.journal-a")) == 7
+    assert len(read_records(spool / "audit-1.journal-a")) == 7
     assert survivor.adopt_orphans() == [("audit-1.spool", 7)]
     assert survivor.depth == 7
     assert (spool / "audit-1.journal-a").stat().st_size == 0

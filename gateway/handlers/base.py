@@ -6,6 +6,7 @@ one place where a refusal becomes a page or a JSON error (status, title and text
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from gateway.signin import GoTo, Refusal, RoomToken
 log = logging.getLogger("gateway.handlers")
 
 MAX_PARAM = 2048
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 
 
 def origin_of(url: str) -> str:
@@ -95,7 +97,7 @@ class GatewayHandler(RequestHandler):
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise GatewayError("bad_request", f"parameter {name} is not UTF-8") from None
-        if any(ord(c) < 32 for c in value):
+        if CONTROL_CHARACTER.search(value):
             raise GatewayError("bad_request", f"parameter {name} has control characters")
         return value
 

@@ -28,12 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bson import json_util
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from gateway.store.journal import Journal
+from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class AuditLog:
         if self.journal is None:
             return False
         try:
-            segment = self.journal.append(json_util.dumps(doc).encode("utf-8") + b"\n")
+            segment = self.journal.append(journal_record(doc))
         except OSError as exc:
             log.error("audit: journal write failed (%s); waiting for MongoDB instead", exc)
             return False
@@ -431,7 +431,8 @@ class AuditLog:
                 leftover = journal.leftover()
                 if leftover:
                     log.warning("audit: %d journaled event(s) to replay", len(leftover))
-                await asyncio.to_thread(self.spool.take, leftover)  # fsync'd before emptied
+                if leftover:  # fsync'd in the spool before the journal is emptied
+                    await asyncio.to_thread(self.spool.append, leftover)
                 journal.open()
                 self.journal = journal
             except (OSError, SpoolFull) as exc:

@@ -29,10 +29,14 @@ from typing import Any
 from bson import json_util
 from bson.json_util import JSONOptions
 
-from gateway.store.journal import complete_lines, segment_paths
+from gateway.store.journal import read_records, segment_paths
 
 MAX_FILES = 64
 READ_OPTIONS = JSONOptions(tz_aware=True, tzinfo=UTC)
+
+
+def _line(doc: dict[str, Any]) -> bytes:
+    return json_util.dumps(doc).encode("utf-8") + b"\n"
 
 
 class SpoolFull(Exception):
@@ -95,7 +99,7 @@ class Spool:
                 lines = list(orphan._lines_from(orphan._offset))
                 segments = segment_paths(other)  # events its process had not yet stored
                 for segment in segments:
-                    lines += complete_lines(segment)
+                    lines += [_line(doc) for doc in read_records(segment)]
                 if lines:
                     self._append_raw(b"".join(lines), len(lines))
                     adopted.append((other.name, len(lines)))
@@ -133,7 +137,7 @@ class Spool:
         """Append events durably (one write, one fsync); SpoolFull when over the limit."""
         self.open()
         assert self.path is not None
-        data = b"".join(json_util.dumps(d).encode("utf-8") + b"\n" for d in docs)
+        data = b"".join(_line(d) for d in docs)
         size = self.path.stat().st_size if self.path.exists() else 0
         if size + len(data) > self.max_bytes:
             raise SpoolFull(
@@ -141,12 +145,6 @@ class Spool:
                 f"{len(docs)} event(s) dropped; restore MongoDB or raise audit.spool_max_bytes"
             )
         self._append_raw(data, len(docs))
-
-    def take(self, lines: list[bytes]) -> None:
-        """Append events already encoded as lines (a journal's leftover), fsync'd."""
-        self.open()
-        if lines:
-            self._append_raw(b"".join(lines), len(lines))
 
     def _append_raw(self, data: bytes, count: int) -> None:
         assert self.path is not None
