@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -116,6 +117,22 @@ async def test_write_returns_once_journaled_and_the_insert_follows(journaled: St
     assert await audit.settle()
     assert await audit.collection.count_documents({"room": "r1"}) == 1
     assert audit.journal.paths[0].stat().st_size == 0  # stored: the journal lets go
+
+
+@pytest.mark.asyncio
+async def test_a_failing_journal_write_falls_back_to_waiting(journaled: Store) -> None:
+    audit = journaled.audit
+    assert audit.journal is not None
+    good = audit.journal._fds
+    closed = os.open(os.devnull, os.O_WRONLY)
+    os.close(closed)
+    audit.journal._fds = [closed, closed]  # every write fails (EBADF), as on a full disk
+    try:
+        assert await audit.write({"event": "flow_started", "outcome": "success", "room": "r2"})
+        # the answer waited for MongoDB instead: stored before write() returned
+        assert await audit.collection.count_documents({"room": "r2"}) == 1
+    finally:
+        audit.journal._fds = good
 
 
 @pytest.mark.asyncio

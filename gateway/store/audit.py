@@ -429,9 +429,8 @@ class AuditLog:
             journal = Journal(self.spool.path)
             try:
                 leftover = journal.leftover()
-                if leftover:
+                if leftover:  # into the spool (fsync'd) before open() empties the journal
                     log.warning("audit: %d journaled event(s) to replay", len(leftover))
-                if leftover:  # fsync'd in the spool before the journal is emptied
                     await asyncio.to_thread(self.spool.append, leftover)
                 journal.open()
                 self.journal = journal
