@@ -233,6 +233,19 @@ def counts_lines(counts: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def calls_lines(calls: Mapping[str, Any] | None) -> list[str]:
+    """Python calls per operation (``benchmarks/callcount.py``), when they were counted."""
+    if not calls:
+        return []
+    n = calls["operations"]
+    return [
+        f"  Python calls per operation, one at a time ({n['full_sign_in']} sign-ins, "
+        f"{n['sso']} SSO tokens, {n['bare']} bare redirects; the event loop's thread):",
+        f"    full sign-in {calls['full_sign_in']} ({calls['full_sign_in_x_bare']}x bare), "
+        f"SSO token {calls['sso']} ({calls['sso_x_bare']}x bare), bare redirect {calls['bare']}",
+    ]
+
+
 def target_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for t in results:
@@ -333,10 +346,13 @@ def markdown(data: Mapping[str, Any], chart_name: str | None) -> str:
         "",
         "### Counted (machine-independent)",
         "",
-        "One sign-in and one SSO token, each alone, with `/metrics` read between the hops:",
+        "One sign-in and one SSO token, each alone, with `/metrics` read between the hops;",
+        "then Python calls, with the gateway and the bare server restarted under cProfile",
+        "(`benchmarks/callcount.py`): CPU time here moves from run to run, calls do not.",
         "",
         "```",
         *counts_lines(data["counts"]),
+        *calls_lines(data.get("calls")),
         "```",
         "",
     ]

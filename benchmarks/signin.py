@@ -22,6 +22,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,10 +82,11 @@ class Plan:
     bare: int  # requests per level
     max_seconds: float  # per run
     wrk_seconds: float  # per SSO and bare level when wrk drives them (it runs for a time)
+    counted: tuple[int, int, int] = (20, 50, 200)  # calls counted: sign-ins, SSO, bare
 
 
 PLANS = {
-    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1),
+    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1, (3, 5, 20)),
     "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8, 3),
     "default": Plan(
         "default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90, 10
@@ -160,12 +162,14 @@ async def wait_http(url: str, process: subprocess.Popen[Any] | None, timeout: fl
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def spawn(command: list[str], cwd: Path, stdout: Any) -> subprocess.Popen[str]:
+def spawn(
+    command: list[str], cwd: Path, stdout: Any, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """A measured process of its own (the gateway, the bare server); output to ``stdout``."""
     return subprocess.Popen(
         command,
         cwd=cwd,
-        env=child_env(),
+        env=child_env() | (env or {}),
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=subprocess.STDOUT if stdout is not subprocess.PIPE else None,
@@ -190,6 +194,8 @@ class Stack:
     watched: dict[str, Watched]  # gateway, op, store, bare
     store: str  # what the store is, for the report
     driver: str = "httpx"  # what drives the SSO and bare load: wrk or httpx (benchmarks/wrk.py)
+    gateway: subprocess.Popen[str] | None = None  # when the benchmark started it
+    gateway_command: tuple[list[str], Path] | None = None  # (command, working directory)
 
 
 async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Path) -> Stack:
@@ -229,7 +235,8 @@ async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Pat
         path.write_text(json.dumps(settings, indent=2), encoding="utf-8")  # JSON is YAML
         log = (work / "gateway.log").open("w", encoding="utf-8")
         exits.callback(log.close)
-        gateway = spawn([sys.executable, "-m", "gateway", "serve", "-c", str(path)], work, log)
+        command = ["gateway", "serve", "-c", str(path)]
+        gateway = spawn([sys.executable, "-m", *command], work, log)
         exits.callback(stop_process, gateway)
         await wait_http(f"{gateway_url}/healthz", gateway)
         watched["gateway"] = Watched("gateway", gateway.pid)
@@ -240,7 +247,10 @@ async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Pat
     line = await asyncio.to_thread(bare.stdout.readline)
     bare_url = f"http://127.0.0.1:{json.loads(line)['port']}/r"
     watched["bare"] = Watched("bare", bare.pid)
-    return Stack(Target(gateway_url, jitsi_base, op, accounts), bare_url, watched, store)
+    stack = Stack(Target(gateway_url, jitsi_base, op, accounts), bare_url, watched, store)
+    if not args.gateway_url:
+        stack.gateway, stack.gateway_command = gateway, (command, work)
+    return stack
 
 
 # ---- metrics -------------------------------------------------------------------------------
@@ -586,6 +596,92 @@ async def long_run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---- Python calls per operation -----------------------------------------------------------
+
+
+class CallCounter:
+    """A process run under ``benchmarks.callcount``: :meth:`read` is its count so far."""
+
+    def __init__(self, process: subprocess.Popen[str], out: Path, poke: str) -> None:
+        self.process, self.out, self.poke = process, out, poke
+
+    async def read(self) -> int:
+        self.out.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(200):
+                await client.get(self.poke)  # the handler runs once the loop has work
+                if self.out.exists():
+                    return int(self.out.read_text())
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"no call count from {self.process.args}")
+
+
+async def count_calls(stack: Stack, exits: AsyncExitStack, plan: Plan) -> dict[str, Any] | None:
+    """The gateway (restarted on the same settings) and the bare server once more, with
+    every Python call counted: one full sign-in, SSO token and bare redirect at a time.
+    Machine-independent, like the store round trips. None with ``--gateway-url``."""
+    if stack.gateway is None or stack.gateway_command is None:
+        return None
+    command, work = stack.gateway_command
+    stop_process(stack.gateway)
+    out = work / "calls"
+    counted_env = {"BENCH_CALLS_FILE": str(out)}
+    log = (work / "gateway-counted.log").open("w", encoding="utf-8")
+    exits.callback(log.close)
+    wrapped = [sys.executable, "-m", "benchmarks.callcount", *command]
+    gateway = spawn(wrapped, work, log, counted_env)
+    exits.callback(stop_process, gateway)
+    url = stack.target.gateway_url
+    await wait_http(f"{url}/healthz", gateway)
+    counter = CallCounter(gateway, out, f"{url}/healthz")
+    n_full, n_sso, n_bare = plan.counted
+    user = VirtualUser(stack.target)
+    try:
+        await user.sign_in("calls-warm", account(stack, 0))  # imports, keys, connections
+        await user.sso("calls-warm-2", user.client.cookies)
+        start = await counter.read()
+        for i in range(n_full):
+            await user.sign_in(f"calls-{i}", account(stack, 0))
+        after_full = await counter.read()
+        for i in range(n_sso):
+            await user.sso(f"calls-sso-{i}", user.client.cookies)
+        after_sso = await counter.read()
+    finally:
+        await user.close()
+
+    bare_out = work / "calls-bare"
+    bare = spawn(
+        [sys.executable, "-m", "benchmarks.callcount", "benchmarks.bare", "--port", "0"],
+        REPO,
+        subprocess.PIPE,
+        {"BENCH_CALLS_FILE": str(bare_out)},
+    )
+    exits.callback(stop_process, bare)
+    assert bare.stdout is not None
+    line = await asyncio.to_thread(bare.stdout.readline)
+    bare_url = f"http://127.0.0.1:{json.loads(line)['port']}/r"
+    bare_counter = CallCounter(bare, bare_out, bare_url)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=10) as client:
+        await client.get(bare_url)
+        bare_start = await bare_counter.read()
+        for _ in range(n_bare):
+            await client.get(bare_url)
+        bare_end = await bare_counter.read()
+    # each read() pokes once: that request is counted too (one in a run of n)
+    per_bare = (bare_end - bare_start) / (n_bare + 1)
+    per_full = (after_full - start) / n_full
+    per_sso = (after_sso - after_full) / n_sso
+    return {
+        "operations": {"full_sign_in": n_full, "sso": n_sso, "bare": n_bare},
+        "full_sign_in": round(per_full),
+        "sso": round(per_sso),
+        "bare": round(per_bare),
+        "full_sign_in_x_bare": round(per_full / per_bare, 1),
+        "sso_x_bare": round(per_sso / per_bare, 1),
+    }
+
+
 # ---- the whole benchmark -------------------------------------------------------------------
 
 
@@ -699,6 +795,8 @@ async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]
                 name: (m.__dict__ if (m := w.memory()) else None)
                 for name, w in stack.watched.items()
             }
+            say("Python calls per operation (gateway restarted under cProfile)")
+            data["calls"] = await count_calls(stack, exits, plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data["machine"]["load_average_end"] = list(os.getloadavg())
@@ -770,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report.step_rows(data)))
     print("\ncounted, one operation alone:")
     print("\n".join(report.counts_lines(data["counts"])))
+    print("\n".join(report.calls_lines(data.get("calls"))))
     if data.get("long"):
         long = data["long"]
         print(

@@ -69,6 +69,14 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
             assert isinstance(counts["store"][key], int) and counts["store"][key] > 0
     full = data["counts"]["full_sign_in"]
     assert full["op_hops"] > 0 and full["idp_requests"] > 0
+    # Python calls, counted in a restarted gateway and bare server: a sign-in (two requests,
+    # a code exchange, an ID token check, five store commands) is more work than one SSO
+    # token, which is more than one bare redirect.
+    calls = data["calls"]
+    assert calls["operations"] == {"full_sign_in": 3, "sso": 5, "bare": 20}
+    assert calls["full_sign_in"] > calls["sso"] > calls["bare"] > 0
+    assert abs(calls["sso_x_bare"] - calls["sso"] / calls["bare"]) <= 0.1
+    assert "Python calls per operation" in result.stdout
     names = [t["name"] for t in data["targets"]]
     assert len(names) == 7 and all(t["result"] in {"PASS", "FAIL", "SKIP"} for t in data["targets"])
     for line in ("PASS", "FAIL", "SKIP"):
