@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from adapters.base import Adapter, IssuerResolver
+from adapters.base import Adapter, AuthorizationParams, IdentityEnricher, IssuerResolver
 from gateway.config import ConfigError, IdP, Settings, format_path
 from gateway.http import HttpClient
 from gateway.oidc.client import RelyingParty
@@ -27,6 +28,16 @@ class ConfiguredIdP:
     @property
     def id(self) -> str:
         return self.config.id
+
+    @cached_property
+    def authorization_params(self) -> AuthorizationParams | None:
+        """The adapter's optional capability, looked up once: ``isinstance`` against a
+        runtime-checkable protocol costs 9-19 microseconds each time (Python 3.11)."""
+        return self.adapter if isinstance(self.adapter, AuthorizationParams) else None
+
+    @cached_property
+    def enricher(self) -> IdentityEnricher | None:
+        return self.adapter if isinstance(self.adapter, IdentityEnricher) else None
 
 
 def open_adapters(settings: Settings, registry: Registry) -> dict[str, Adapter]:

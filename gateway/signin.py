@@ -23,9 +23,7 @@ from urllib.parse import urlencode
 from adapters.base import (
     AccessDenied,
     AdapterError,
-    AuthorizationParams,
     Identity,
-    IdentityEnricher,
 )
 from gateway.auditing import Auditor, Caller
 from gateway.delivery import app_url, deliver
@@ -224,8 +222,8 @@ class SignIn:
             expires_at=now + timedelta(seconds=lifetime),
         )
         extra: dict[str, str] = {}
-        if isinstance(idp.adapter, AuthorizationParams):
-            extra |= idp.adapter.authorization_params(login_hint)
+        if idp.authorization_params is not None:
+            extra |= idp.authorization_params.authorization_params(login_hint)
         if login_hint:
             extra["login_hint"] = login_hint
         url = await idp.rp.authorization_url(
@@ -314,8 +312,8 @@ class SignIn:
             userinfo = await idp.rp.userinfo(tokens.access_token, tokens.claims["sub"])
         try:
             identity = idp.adapter.identity(tokens.claims, userinfo)
-            if isinstance(idp.adapter, IdentityEnricher):
-                identity = await idp.adapter.enrich(
+            if idp.enricher is not None:
+                identity = await idp.enricher.enrich(
                     identity, tokens.access_token, self.gateway.http
                 )
         except AdapterError as exc:
