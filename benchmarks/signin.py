@@ -7,6 +7,8 @@ the MongoDB-wire store, all on loopback, each in its own process.
 Scenarios: full sign-in at concurrency 1, 8, 32; single sign-on (a signed-in person asks for
 new rooms) at 8 and 64; the bare Tornado redirect (``benchmarks/bare.py``) at every level,
 so each figure is also a ratio to it. ``--long`` adds 20,000 sign-ins for memory growth.
+Last, the gateway and the bare server run once more under ``benchmarks/callcount.py``:
+Python calls per operation, a figure that does not move with the machine.
 Prints a table and PASS/FAIL lines for the targets; not part of the test suite (which runs
 ``--smoke`` only, so the harness keeps working). Exit code 0 whatever the targets say, 1
 when operations failed.
@@ -668,7 +670,7 @@ async def count_calls(stack: Stack, exits: AsyncExitStack, plan: Plan) -> dict[s
         for _ in range(n_bare):
             await client.get(bare_url)
         bare_end = await bare_counter.read()
-    # each read() pokes once: that request is counted too (one in a run of n)
+    # the request that wakes the handler at each read() lands in the window: about one more
     per_bare = (bare_end - bare_start) / (n_bare + 1)
     per_full = (after_full - start) / n_full
     per_sso = (after_sso - after_full) / n_sso
