@@ -146,6 +146,36 @@ async def test_concurrent_answers_share_inserts(journaled: Store) -> None:
     assert audit.write_failures == 0 and audit.queued == 0
 
 
+@pytest.mark.asyncio
+async def test_with_mongodb_down_answers_do_not_wait_and_events_reach_the_spool(
+    tmp_path: Path,
+) -> None:
+    dead = Store.connect("mongodb://127.0.0.1:9/", "x", 5)
+    dead.audit.configure(
+        Audit(
+            spool_dir=str(tmp_path),
+            wait_for_store=False,
+            write_timeout_seconds=0.2,
+            replay_interval_seconds=60,
+        )
+    )
+    await dead.audit.start()
+    try:
+        journal = dead.audit.journal
+        assert journal is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for i in range(5):
+            assert await dead.audit.write({"event": "flow_started", "outcome": "success"})
+        assert loop.time() - began < 0.5  # nobody waited for the dead store
+        assert len(read_records(journal.paths[0])) == 5
+        assert await dead.audit.settle(5)  # the writer gave up on MongoDB: spooled, fsync'd
+        assert dead.audit.spool_depth == 5 and dead.audit.write_failures >= 1
+        assert journal.paths[0].stat().st_size == 0  # the spool holds them now
+    finally:
+        await dead.close()
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, os, signal, sys
