@@ -179,6 +179,11 @@ def fork_workers(settings: Settings, processes: int) -> list[socket.socket]:
     fork_processes(processes)
     for sig, handler in previous.items():  # in the worker: back to the usual handlers
         signal.signal(sig, handler)
+    if any(sock.fileno() == -1 for sock in sockets):
+        # Forked after the parent began to stop: a worker the forwarded SIGTERM caught while
+        # starting counts as crashed and is restarted, with the parent's sockets closed.
+        # Exiting normally ends that; failing would be restarted again, up to 100 times.
+        sys.exit(0)
     return sockets
 
 

@@ -192,6 +192,43 @@ async def test_serve_processes_forks_supervised_workers(
         await mongo.close()
 
 
+async def test_serve_processes_stops_while_a_worker_restarts(
+    op: TestOP, mongo_uri: str, tmp_path: Path
+) -> None:
+    """A worker dies after the supervisor began to stop (the forwarded SIGTERM caught it
+    while starting, say): the supervisor restarts it, with the listening sockets already
+    closed. That worker must exit at once, and everything stop cleanly, instead of a
+    restart loop. Made certain by holding one worker stopped (SIGSTOP) until the other
+    has exited on the forwarded SIGTERM, then killing it."""
+    db = f"jog_test_{secrets.token_hex(6)}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    client = await op.register_client([f"{url}/oidc/redirect/testop"])
+    config = tmp_path / "settings.yaml"
+    serve_settings(config, port, op, client, mongo_uri, db)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}
+    proc = spawn_serve(config, tmp_path / "serve.log", env)
+    try:
+        await wait_ready(url, proc)
+        await wait_until(lambda: len(_children(proc.pid)) == 2)
+        held, other = sorted(_children(proc.pid))
+        os.kill(held, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        await wait_until(lambda: _gone(other))  # the supervisor has closed its sockets
+        os.kill(held, signal.SIGKILL)  # a crash, to the supervisor: it forks a new worker
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        log = (tmp_path / "serve.log").read_text(errors="replace")
+        assert log.count("restarting") == 1, log[-3000:]
+        assert "Invalid file descriptor" not in log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+        await mongo.drop_database(db)
+        await mongo.close()
+
+
 def spawn_serve(config: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``serve --processes 2`` in its own session, stderr to ``log``."""
     with log.open("wb") as stderr:
