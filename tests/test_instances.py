@@ -14,6 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -134,10 +137,23 @@ async def wait_until(predicate: Any, timeout: float = 15.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-async def test_serve_processes_forks_supervised_workers(
-    op: TestOP, mongo_uri: str, tmp_path: Path
-) -> None:
+@dataclass
+class Supervised:
+    proc: subprocess.Popen[bytes]
+    url: str
+    client: dict[str, Any]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def serve_processes(op: TestOP, mongo_uri: str, tmp_path: Path) -> AsyncIterator[Supervised]:
+    """``serve --processes 2`` on a free port (tried again if another test took it first),
+    ready, with its two workers up; killed and its database dropped afterwards."""
     db = f"jog_test_{secrets.token_hex(6)}"
+    log = tmp_path / "serve.log"
     for _attempt in range(5):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -145,21 +161,36 @@ async def test_serve_processes_forks_supervised_workers(
         config = tmp_path / "settings.yaml"
         serve_settings(config, port, op, client, mongo_uri, db)
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}
-        proc = spawn_serve(config, tmp_path / "serve.log", env)
+        proc = spawn_serve(config, log, env)
         try:
             await wait_ready(url, proc)
         except AssertionError:
-            log = (tmp_path / "serve.log").read_text(errors="replace")
+            text = log.read_text(errors="replace")
             proc.kill()
             proc.wait()
-            if "Address already in use" in log:
+            if "Address already in use" in text:
                 continue
-            raise AssertionError(log) from None
+            raise AssertionError(text) from None
         break
     else:
         raise AssertionError("no free port for serve --processes")
     try:
         await wait_until(lambda: len(_children(proc.pid)) == 2)
+        yield Supervised(proc, url, client, log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+        await mongo.drop_database(db)
+        await mongo.close()
+
+
+async def test_serve_processes_forks_supervised_workers(
+    op: TestOP, mongo_uri: str, tmp_path: Path
+) -> None:
+    async with serve_processes(op, mongo_uri, tmp_path) as served:
+        proc, url = served.proc, served.url
         first_workers = set(_children(proc.pid))
         async with httpx.AsyncClient(follow_redirects=False, timeout=15.0) as browser:
             started = await browser.get(f"{url}/oidc/auth", params={"room": "standup"})
@@ -181,15 +212,7 @@ async def test_serve_processes_forks_supervised_workers(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
         assert all(_gone(pid) for pid in workers)
-        log = (tmp_path / "serve.log").read_text(errors="replace")
-        assert client["client_secret"] not in log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri)
-        await mongo.drop_database(db)
-        await mongo.close()
+        assert served.client["client_secret"] not in served.log_text()
 
 
 async def test_serve_processes_stops_while_a_worker_restarts(
@@ -200,33 +223,17 @@ async def test_serve_processes_stops_while_a_worker_restarts(
     closed. That worker must exit at once, and everything stop cleanly, instead of a
     restart loop. Made certain by holding one worker stopped (SIGSTOP) until the other
     has exited on the forwarded SIGTERM, then killing it."""
-    db = f"jog_test_{secrets.token_hex(6)}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    client = await op.register_client([f"{url}/oidc/redirect/testop"])
-    config = tmp_path / "settings.yaml"
-    serve_settings(config, port, op, client, mongo_uri, db)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOG_")}
-    proc = spawn_serve(config, tmp_path / "serve.log", env)
-    try:
-        await wait_ready(url, proc)
-        await wait_until(lambda: len(_children(proc.pid)) == 2)
+    async with serve_processes(op, mongo_uri, tmp_path) as served:
+        proc = served.proc
         held, other = sorted(_children(proc.pid))
         os.kill(held, signal.SIGSTOP)
         proc.send_signal(signal.SIGTERM)
         await wait_until(lambda: _gone(other))  # the supervisor has closed its sockets
         os.kill(held, signal.SIGKILL)  # a crash, to the supervisor: it forks a new worker
         assert await asyncio.to_thread(proc.wait, 20) == 0
-        log = (tmp_path / "serve.log").read_text(errors="replace")
+        log = served.log_text()
         assert log.count("restarting") == 1, log[-3000:]
         assert "Invalid file descriptor" not in log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        mongo: AsyncMongoClient = AsyncMongoClient(mongo_uri)
-        await mongo.drop_database(db)
-        await mongo.close()
 
 
 def spawn_serve(config: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

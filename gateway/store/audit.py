@@ -266,7 +266,7 @@ class AuditLog:
 
     def _done(self, docs: list[dict[str, Any]]) -> None:
         """These events are stored (or lost, and logged): release journal and waiters."""
-        if self.journal is not None or self._segment:
+        if self._segment:  # some events were journaled
             counts = [0, 0]
             for doc in docs:
                 segment = self._segment.pop(doc["_id"], None)
