@@ -142,6 +142,21 @@ def sign_header(header: dict[str, Any]) -> str:
     return f"{signing_input}.{b64url(signature)}"
 
 
+def respelled(segment: int, change: Callable[[str], str]) -> str:
+    """A valid token with one segment's text changed (its bytes may stay the same)."""
+    parts = sign().split(".")
+    parts[segment] = change(parts[segment])
+    return ".".join(parts)
+
+
+def stray_bits(segment: str) -> str:
+    """The same bytes spelled with different unused low bits in the last character."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(segment[-1])
+    unused = {2: 0b1111, 3: 0b11}[len(segment) % 4]
+    return segment[:-1] + alphabet[last ^ (unused & 1)]
+
+
 def tampered_payload() -> str:
     header, _, signature = sign().split(".")
     forged = {**base_claims(), "sub": "mallory-sub"}
@@ -250,6 +265,30 @@ ROWS: list[tuple[str, Callable[[], str], str | None, str | None]] = [
     ),
     ("payload_json_array", lambda: unsigned({"alg": "RS256"}, [1, 2]), None, "format"),
     ("missing_sub", lambda: sign(sub=DROP), None, "sub"),
+    # The parser (gateway.oidc.jws): unpadded canonical base64url, JSON objects, no crit.
+    ("padded_signature", lambda: respelled(2, lambda s: s + "=" * (-len(s) % 4)), None, "format"),
+    ("signature_bits_respelled", lambda: respelled(2, stray_bits), None, "format"),
+    ("standard_alphabet", lambda: respelled(2, lambda s: "+" + s[1:]), None, "format"),
+    ("space_in_payload", lambda: respelled(1, lambda s: s[:8] + " " + s[8:]), None, "format"),
+    (
+        "segment_length_one_mod_four",
+        lambda: respelled(1, lambda s: s + "AAAA"[: (1 - len(s)) % 4]),
+        None,
+        "format",
+    ),
+    ("header_not_an_object", lambda: unsigned(["RS256"], base_claims()), None, "format"),
+    (
+        "crit_header",
+        lambda: sign_header({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"], "exp": 1}),
+        None,
+        "format",
+    ),
+    (
+        "unencoded_payload_header",
+        lambda: sign_header({"alg": "RS256", "kid": "rsa-1", "b64": False, "crit": ["b64"]}),
+        None,
+        "format",
+    ),
     ("empty_sub", lambda: sign(sub=""), None, "sub"),
     ("sub_not_string", lambda: sign(sub=12345), None, "sub"),
 ]

@@ -1,4 +1,4 @@
-"""An IdP's signing keys, fetched with Tornado's async client and cached.
+"""An IdP's signing keys, fetched with the gateway's HTTP client and cached.
 
 Follows go-oidc's remote key set: one fetch in flight whose outcome answers every waiter
 (``SingleFlight``); the cache is swapped only when a fetch succeeds, so keys stay usable

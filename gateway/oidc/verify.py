@@ -1,8 +1,9 @@
 """ID-token validation, written as the checklist of OpenID Connect Core 3.1.3.7.
 
-Cheap checks run on the unverified claims first (format, algorithm allow-list, issuer,
-audience, azp, times, nonce); then exactly one signature check against the IdP's key set;
-then ``at_hash``. The clock is injected so tests can move it. Each failure names its check.
+The token is parsed once (``gateway.oidc.jws``). Cheap checks run on the unverified claims
+first (format, algorithm allow-list, issuer, audience, azp, times, nonce); then exactly one
+signature check against the IdP's key set; then ``at_hash``. The clock is injected so tests
+can move it. Each failure names its check.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from jwt.exceptions import InvalidTokenError, PyJWTError
-
 from gateway.oidc.jwks import JwksCache, KeyNotFound
+from gateway.oidc.jws import CompactJws, JwsFormatError, JwsSignatureError, parse
+from gateway.oidc.jws import verify_signature as jws_verify_signature
 
 Clock = Callable[[], float]
 
@@ -57,7 +57,8 @@ class IdTokenVerifier:
     async def verify(
         self, token: str, *, nonce: str, access_token: str | None = None
     ) -> dict[str, Any]:
-        header, claims = self._parse(token)
+        jws = self._parse(token)
+        header, claims = jws.header, jws.claims
         alg = header.get("alg")
         if alg not in self.config.algorithms:
             raise IdTokenError("alg", f"algorithm {alg!r} is not allowed")
@@ -65,17 +66,17 @@ class IdTokenVerifier:
         self._check_audience(claims)
         self._check_times(claims)
         self._check_nonce(claims, nonce)
-        await self._check_signature(token, header.get("kid"), alg, claims.get("iat"))
+        await self._check_signature(jws, alg)
         if "at_hash" in claims:
             self._check_at_hash(claims["at_hash"], access_token, alg)
         return claims
 
     @staticmethod
-    def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        header, claims = unverified_parts(token)
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+    def _parse(token: str) -> CompactJws:
+        jws = unverified_parts(token)
+        if not isinstance(jws.claims.get("sub"), str) or not jws.claims["sub"]:
             raise IdTokenError("sub", "sub is missing")
-        return header, claims
+        return jws
 
     def _check_issuer(self, claims: dict[str, Any]) -> None:
         iss = claims.get("iss")
@@ -121,22 +122,22 @@ class IdTokenVerifier:
         if not isinstance(got, str) or not hmac.compare_digest(got, expected):
             raise IdTokenError("nonce", "nonce does not match this sign-in")
 
-    async def _check_signature(
-        self, token: str, kid: Any, alg: str, iat: Any, *, trusted: bool = True
-    ) -> None:
-        """``trusted``: the token came over the back channel from the IdP's token endpoint
-        (an unknown kid then always gets one refetch; see ``JwksCache``)."""
-        if kid is not None and not isinstance(kid, str):
-            raise IdTokenError("kid", "kid is not a string")
+    async def _check_signature(self, jws: CompactJws, alg: str, *, trusted: bool = True) -> None:
+        """``alg`` has passed the allow-list. ``trusted``: the token came over the back channel
+        from the IdP's token endpoint (an unknown kid then always gets one refetch; see
+        ``JwksCache``)."""
+        iat = jws.claims.get("iat")
         issued_at = float(iat) if is_number(iat) else None
         try:
-            key = await self.keys.key_for(kid, alg, issued_at=issued_at, trusted=trusted)
+            key = await self.keys.key_for(
+                jws.header.get("kid"), alg, issued_at=issued_at, trusted=trusted
+            )
         except KeyNotFound as exc:
             raise IdTokenError("signature", str(exc)) from None
         try:
-            jwt.PyJWS().decode(token, key=key.key, algorithms=[alg])
-        except PyJWTError as exc:  # a bad signature, or a key that cannot verify this alg
-            raise IdTokenError("signature", type(exc).__name__) from None
+            jws_verify_signature(jws, alg, key.key)
+        except JwsSignatureError as exc:  # a bad signature, or a key that cannot verify alg
+            raise IdTokenError("signature", str(exc)) from None
 
     @staticmethod
     def _check_at_hash(at_hash: Any, access_token: str | None, alg: str) -> None:
@@ -147,18 +148,12 @@ class IdTokenVerifier:
             raise IdTokenError("at_hash", "at_hash does not match the access token")
 
 
-def unverified_parts(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS, not yet verified; ``format`` errors otherwise."""
-    if not isinstance(token, str) or token.count(".") != 2:
-        raise IdTokenError("format", "not a compact JWS")
+def unverified_parts(token: Any) -> CompactJws:
+    """The parsed compact JWS, not yet verified; ``format`` errors otherwise."""
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except (InvalidTokenError, RecursionError) as exc:  # RecursionError: absurd JSON nesting
-        raise IdTokenError("format", type(exc).__name__) from None
-    if not isinstance(claims, dict):
-        raise IdTokenError("format", "payload is not a JSON object")
-    return header, claims
+        return parse(token)
+    except JwsFormatError as exc:
+        raise IdTokenError("format", str(exc)) from None
 
 
 def token_hash(value: str, alg: str) -> str:
