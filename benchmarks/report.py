@@ -246,6 +246,41 @@ def calls_lines(calls: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def instructions_lines(data: Mapping[str, Any]) -> list[str]:
+    """Instructions per operation (valgrind's callgrind), and what they would cost at the
+    pace the bare redirect ran at concurrency 1 in this run (its CPU per instruction)."""
+    counted = data.get("instructions")
+    if not counted:
+        return []
+    if "not_counted" in counted:
+        return [f"  instructions per operation: not counted ({counted['not_counted']})"]
+    n = counted["operations"]
+    lines = [
+        f"  instructions per operation, one at a time ({n['full_sign_in']} sign-ins, "
+        f"{n['sso']} SSO tokens, {n['bare']} bare redirects; callgrind, the whole process):",
+        f"    full sign-in {counted['full_sign_in'] / 1e6:.2f} M "
+        f"({counted['full_sign_in_x_bare']}x bare), SSO token {counted['sso'] / 1e6:.2f} M "
+        f"({counted['sso_x_bare']}x bare), bare redirect {counted['bare'] / 1e6:.2f} M",
+    ]
+    pace = bare_cpu_per_instruction(data)
+    if pace is not None:
+        lines.append(
+            f"    at the bare redirect's CPU per instruction in this run: full sign-in "
+            f"{counted['full_sign_in'] * pace:.2f} ms, SSO token {counted['sso'] * pace:.2f} ms"
+        )
+    return lines
+
+
+def bare_cpu_per_instruction(data: Mapping[str, Any]) -> float | None:
+    """ms of CPU per instruction of the bare redirect, kept busy by one client (level 1)."""
+    counted = data.get("instructions") or {}
+    bare = next((b for b in data.get("bare", []) if b["concurrency"] == 1), None)
+    cpu = (bare or {}).get("cpu_ms", {}).get("gateway")
+    if not counted.get("bare") or not cpu:
+        return None
+    return cpu / counted["bare"]
+
+
 def target_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for t in results:
@@ -348,11 +383,15 @@ def markdown(data: Mapping[str, Any], chart_name: str | None) -> str:
         "",
         "One sign-in and one SSO token, each alone, with `/metrics` read between the hops;",
         "then Python calls, with the gateway and the bare server restarted under cProfile",
-        "(`benchmarks/callcount.py`): CPU time here moves from run to run, calls do not.",
+        "(`benchmarks/callcount.py`), and instructions, restarted under valgrind's callgrind:",
+        "CPU time here moves from run to run, calls and instructions do not. The last line",
+        "prices the instructions at the CPU per instruction of the bare redirect kept busy",
+        "by one client in this run: what the work would cost running hot.",
         "",
         "```",
         *counts_lines(data["counts"]),
         *calls_lines(data.get("calls")),
+        *instructions_lines(data),
         "```",
         "",
     ]

@@ -7,8 +7,10 @@ the MongoDB-wire store, all on loopback, each in its own process.
 Scenarios: full sign-in at concurrency 1, 8, 32; single sign-on (a signed-in person asks for
 new rooms) at 8 and 64; the bare Tornado redirect (``benchmarks/bare.py``) at every level,
 so each figure is also a ratio to it. ``--long`` adds 20,000 sign-ins for memory growth.
-Last, the gateway and the bare server run once more under ``benchmarks/callcount.py``:
-Python calls per operation, a figure that does not move with the machine.
+Last, the gateway and the bare server run once more under ``benchmarks/callcount.py``
+(Python calls per operation) and, when valgrind is installed and the mode asks for it
+(default, ``--smoke``), under callgrind (instructions per operation): figures that do not
+move with the machine, where CPU time on a shared virtual machine does.
 Prints a table and PASS/FAIL lines for the targets; not part of the test suite (which runs
 ``--smoke`` only, so the harness keeps working). Exit code 0 whatever the targets say, 1
 when operations failed.
@@ -85,11 +87,13 @@ class Plan:
     max_seconds: float  # per run
     wrk_seconds: float  # per SSO and bare level when wrk drives them (it runs for a time)
     counted: tuple[int, int, int] = (20, 50, 200)  # calls counted: sign-ins, SSO, bare
+    # instructions counted under callgrind (sign-ins, SSO, bare); None: not in this mode
+    instructions: tuple[int, int, int] | None = (20, 50, 200)
 
 
 PLANS = {
-    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1, (3, 5, 20)),
-    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8, 3),
+    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1, (3, 5, 20), (2, 3, 10)),
+    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8, 3, None),
     "default": Plan(
         "default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90, 10
     ),
@@ -598,7 +602,7 @@ async def long_run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# ---- Python calls per operation -----------------------------------------------------------
+# ---- Python calls and instructions per operation ------------------------------------------
 
 
 class CallCounter:
@@ -619,59 +623,119 @@ class CallCounter:
         raise RuntimeError(f"no call count from {self.process.args}")
 
 
-async def count_calls(stack: Stack, exits: AsyncExitStack, plan: Plan) -> dict[str, Any] | None:
+class InstructionCounter:
+    """A process run under valgrind's callgrind: :meth:`read` is the instructions it has
+    executed so far (all its threads), summed over the dumps ``callgrind_control`` asks for
+    (each dump holds the count since the one before)."""
+
+    def __init__(self, process: subprocess.Popen[str], out: Path, poke: str) -> None:
+        self.process, self.out, self.total = process, out, 0
+
+    async def read(self) -> int:
+        before = set(self.out.parent.glob(self.out.name + ".*"))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["callgrind_control", "--dump", str(self.process.pid)],
+            capture_output=True,
+            timeout=60,
+        )
+        new = set(self.out.parent.glob(self.out.name + ".*")) - before
+        if done.returncode != 0 or len(new) != 1:
+            raise RuntimeError(f"callgrind_control --dump {self.process.pid} wrote no dump")
+        self.total += _callgrind_summary(new.pop())
+        return self.total
+
+
+def _callgrind_summary(dump: Path) -> int:
+    for line in dump.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{dump}: no summary line")
+
+
+@dataclass(frozen=True)
+class CountedRun:
+    """How to run a process with its work counted, and how to read the count."""
+
+    what: str  # the figure's name in the JSON and the report
+    wrap: Callable[[list[str], Path], list[str]]  # (python command, output file) -> command
+    counter: Callable[[subprocess.Popen[str], Path, str], CallCounter | InstructionCounter]
+    env_name: str | None  # the variable naming the output file, when the wrapper reads one
+    start_seconds: float  # how long the wrapped gateway may take to answer
+
+
+CALLS = CountedRun(
+    "calls",
+    lambda command, out: [sys.executable, "-m", "benchmarks.callcount", *command[2:]],
+    CallCounter,
+    "BENCH_CALLS_FILE",
+    30,
+)
+CALLGRIND = ("valgrind", "-q", "--tool=callgrind")
+INSTRUCTIONS = CountedRun(
+    "instructions",
+    lambda command, out: [*CALLGRIND, f"--callgrind-out-file={out}", *command],
+    InstructionCounter,
+    None,
+    300,  # imports under valgrind run about 50 times slower
+)
+
+
+async def count_work(
+    stack: Stack, exits: AsyncExitStack, counts: tuple[int, int, int], how: CountedRun
+) -> dict[str, Any] | None:
     """The gateway (restarted on the same settings) and the bare server once more, with
-    every Python call counted: one full sign-in, SSO token and bare redirect at a time.
+    their work counted: one full sign-in, SSO token and bare redirect at a time.
     Machine-independent, like the store round trips. None with ``--gateway-url``."""
     if stack.gateway is None or stack.gateway_command is None:
         return None
     command, work = stack.gateway_command
     stop_process(stack.gateway)
-    out = work / "calls"
-    counted_env = {"BENCH_CALLS_FILE": str(out)}
-    log = (work / "gateway-counted.log").open("w", encoding="utf-8")
+    out = work / how.what
+    env = {how.env_name: str(out)} if how.env_name else {}
+    log = (work / f"gateway-{how.what}.log").open("w", encoding="utf-8")
     exits.callback(log.close)
-    wrapped = [sys.executable, "-m", "benchmarks.callcount", *command]
-    gateway = spawn(wrapped, work, log, counted_env)
+    gateway = spawn(how.wrap([sys.executable, "-m", *command], out), work, log, env)
+    stack.gateway = gateway
     exits.callback(stop_process, gateway)
     url = stack.target.gateway_url
-    await wait_http(f"{url}/healthz", gateway)
-    counter = CallCounter(gateway, out, f"{url}/healthz")
-    n_full, n_sso, n_bare = plan.counted
+    await wait_http(f"{url}/healthz", gateway, how.start_seconds)
+    counter = how.counter(gateway, out, f"{url}/healthz")
+    n_full, n_sso, n_bare = counts
     user = VirtualUser(stack.target)
     try:
-        await user.sign_in("calls-warm", account(stack, 0))  # imports, keys, connections
-        await user.sso("calls-warm-2", user.client.cookies)
+        await user.sign_in(f"{how.what}-warm", account(stack, 0))  # imports, keys, connections
+        await user.sso(f"{how.what}-warm-2", user.client.cookies)
         start = await counter.read()
         for i in range(n_full):
-            await user.sign_in(f"calls-{i}", account(stack, 0))
+            await user.sign_in(f"{how.what}-{i}", account(stack, 0))
         after_full = await counter.read()
         for i in range(n_sso):
-            await user.sso(f"calls-sso-{i}", user.client.cookies)
+            await user.sso(f"{how.what}-sso-{i}", user.client.cookies)
         after_sso = await counter.read()
     finally:
         await user.close()
+    stop_process(gateway)
 
-    bare_out = work / "calls-bare"
-    bare = spawn(
-        [sys.executable, "-m", "benchmarks.callcount", "benchmarks.bare", "--port", "0"],
-        REPO,
-        subprocess.PIPE,
-        {"BENCH_CALLS_FILE": str(bare_out)},
-    )
+    bare_out = work / f"{how.what}-bare"
+    bare_command = [sys.executable, "-m", "benchmarks.bare", "--port", "0"]
+    env = {how.env_name: str(bare_out)} if how.env_name else {}
+    bare = spawn(how.wrap(bare_command, bare_out), REPO, subprocess.PIPE, env)
     exits.callback(stop_process, bare)
     assert bare.stdout is not None
-    line = await asyncio.to_thread(bare.stdout.readline)
+    line = await asyncio.wait_for(asyncio.to_thread(bare.stdout.readline), how.start_seconds)
     bare_url = f"http://127.0.0.1:{json.loads(line)['port']}/r"
-    bare_counter = CallCounter(bare, bare_out, bare_url)
-    async with httpx.AsyncClient(follow_redirects=False, timeout=10) as client:
+    bare_counter = how.counter(bare, bare_out, bare_url)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=30) as client:
         await client.get(bare_url)
         bare_start = await bare_counter.read()
         for _ in range(n_bare):
             await client.get(bare_url)
         bare_end = await bare_counter.read()
-    # the request that wakes the handler at each read() lands in the window: about one more
-    per_bare = (bare_end - bare_start) / (n_bare + 1)
+    stop_process(bare)
+    # calls: the request that wakes the handler at each read() lands in the window (about
+    # one more); instructions: callgrind_control needs no request
+    per_bare = (bare_end - bare_start) / (n_bare + (how is CALLS))
     per_full = (after_full - start) / n_full
     per_sso = (after_sso - after_full) / n_sso
     return {
@@ -798,7 +862,15 @@ async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]
                 for name, w in stack.watched.items()
             }
             say("Python calls per operation (gateway restarted under cProfile)")
-            data["calls"] = await count_calls(stack, exits, plan)
+            data["calls"] = await count_work(stack, exits, plan.counted, CALLS)
+            data["instructions"] = None
+            if plan.instructions is not None and not shutil.which("callgrind_control"):
+                data["instructions"] = {"not_counted": "valgrind is not installed"}
+            elif plan.instructions is not None:
+                say("instructions per operation (gateway restarted under valgrind's callgrind)")
+                data["instructions"] = await count_work(
+                    stack, exits, plan.instructions, INSTRUCTIONS
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data["machine"]["load_average_end"] = list(os.getloadavg())
@@ -871,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\ncounted, one operation alone:")
     print("\n".join(report.counts_lines(data["counts"])))
     print("\n".join(report.calls_lines(data.get("calls"))))
+    print("\n".join(report.instructions_lines(data)))
     if data.get("long"):
         long = data["long"]
         print(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent):
 # Debian packages (npm and python3-venv when missing; with --test: chromium, nginx, prosody,
-# prometheus and wrk), a virtualenv in .venv with the pinned Python
+# prometheus, wrk and valgrind), a virtualenv in .venv with the pinned Python
 # packages and this project, and the test OpenID Provider's npm packages (npm ci); with --test
 # also a few source files of Jitsi Meet's web client from the pinned npm tarball.
 set -euo pipefail
@@ -22,6 +22,8 @@ if [[ "${1:-}" == "--test" ]]; then
   [[ -x /usr/bin/promtool ]] || apt_packages+=(prometheus)
   # The benchmark's single sign-on and bare-redirect load (benchmarks/wrk.py; --smoke in tests).
   command -v wrk >/dev/null || apt_packages+=(wrk)
+  # Its instructions per operation (callgrind_control; --smoke in tests).
+  command -v callgrind_control >/dev/null || apt_packages+=(valgrind)
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -41,7 +41,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=240,  # the instruction count runs the gateway under valgrind
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     data = json.loads(out.read_text())
@@ -77,6 +77,15 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert calls["full_sign_in"] > calls["sso"] > calls["bare"] > 0
     assert abs(calls["sso_x_bare"] - calls["sso"] / calls["bare"]) <= 0.1
     assert "Python calls per operation" in result.stdout
+    # Instructions, counted under callgrind (scripts/setup.sh --test installs valgrind): the
+    # same order, and several times the calls (each call is many instructions).
+    instructions = data["instructions"]
+    assert instructions["operations"] == {"full_sign_in": 2, "sso": 3, "bare": 10}
+    assert instructions["full_sign_in"] > instructions["sso"] > instructions["bare"] > 0
+    for op in ("full_sign_in", "sso", "bare"):
+        assert instructions[op] > 100 * calls[op], op
+    assert "instructions per operation" in result.stdout
+    assert "at the bare redirect's CPU per instruction" in result.stdout
     names = [t["name"] for t in data["targets"]]
     assert len(names) == 7 and all(t["result"] in {"PASS", "FAIL", "SKIP"} for t in data["targets"])
     for line in ("PASS", "FAIL", "SKIP"):
