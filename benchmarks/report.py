@@ -353,7 +353,8 @@ def markdown(data: Mapping[str, Any], chart_name: str | None) -> str:
         "The virtual users, the gateway, the test OP and the store share this machine; its",
         f"load average was {_load(m.get('load_average'))} at the start and "
         f"{_load(m.get('load_average_end'))} at the end (other work on it skews latencies",
-        "and throughput; the counts do not move, CPU per operation little).",
+        "and throughput, and CPU per operation by up to half between runs here; the counts",
+        "do not move).",
         driver_line(data),
         "",
         "## Targets",
