@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jwt.exceptions import PyJWTError
 
@@ -106,12 +106,19 @@ JSON = st.recursive(
 )
 
 
+HEADER_VALUES = st.one_of(JSON, st.sampled_from([False, True, 0, 1, None, [], ["b64"], "RS256"]))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit", "b64", "x"]), JSON),
+    header=st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "crit", "b64", "x"]), HEADER_VALUES
+    ),
     payload=JSON,
     signature=st.binary(max_size=70),
 )
+@example(header={"b64": False}, payload={}, signature=b"")  # PyJWT refuses it; so must we
+@example(header={"kid": None}, payload={}, signature=b"")
 def test_arbitrary_json_parts_agree_with_pyjwt(
     header: dict[str, Any], payload: Any, signature: bytes
 ) -> None:

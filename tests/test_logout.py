@@ -440,6 +440,28 @@ async def test_backchannel_rejects_tokens_not_signed_by_the_op(
     assert len(await session_docs(lgw)) == 1
 
 
+async def test_backchannel_refuses_a_number_too_large_for_the_clock(
+    lgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """Anyone may post a logout token: an ``iat`` of 400 digits cannot be compared with the
+    clock (it crashed with a 500 and no audit event); it is refused as ``iat`` before any
+    key is looked up, with the usual answer and audit event."""
+    await signed_in(lgw, op, browser)
+    [doc] = await session_docs(lgw)
+    claims = {**base_claims(lgw, op, doc["idp_sid"]), "iat": 10**400}
+    kid = jwt.get_unverified_header(await op.sign(base_claims(lgw, op, doc["idp_sid"])))["kid"]
+    token = foreign_key_token(claims, kid)
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{lgw.url}/oidc/backchannel-logout", data={"logout_token": token}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert len(await session_docs(lgw)) == 1
+    [event] = await events(lgw, "backchannel_logout")
+    assert event["outcome"] == "failure" and event["reason"] == "logout_token_invalid"
+
+
 @pytest.mark.parametrize(
     ("case", "body", "content_type"),
     [

@@ -284,6 +284,15 @@ ROWS: list[tuple[str, Callable[[], str], str | None, str | None]] = [
         "format",
     ),
     (
+        "unencoded_payload_without_crit",
+        lambda: sign_header({"alg": "RS256", "kid": "rsa-1", "b64": False}),
+        None,
+        "format",
+    ),
+    ("exp_too_large_for_a_float", lambda: sign(exp=10**400), None, "exp"),
+    ("iat_too_large_for_a_float", lambda: sign(iat=10**400), None, "iat"),
+    ("nbf_too_large_for_a_float", lambda: sign(nbf=10**400), None, "nbf"),
+    (
         "unencoded_payload_header",
         lambda: sign_header({"alg": "RS256", "kid": "rsa-1", "b64": False, "crit": ["b64"]}),
         None,
@@ -328,6 +337,22 @@ async def test_error_never_contains_the_token() -> None:
         await verifier(default_keys()).verify(token, nonce=NONCE)
     assert token.split(".")[2] not in str(info.value)
     assert token not in info.value.detail
+
+
+@pytest.mark.asyncio
+async def test_token_values_in_details_are_cut_short() -> None:
+    """Details quote the token's own alg or issuer; a logout token comes from anyone, so a
+    quoted value is cut to about 80 characters."""
+    long_iss = "https://evil.example.org/" + "x" * 5000
+    with pytest.raises(IdTokenError) as info:
+        await verifier(default_keys()).verify(sign(iss=long_iss), nonce=NONCE)
+    assert info.value.check == "iss"
+    assert len(info.value.detail) < 200 and "evil.example.org" in info.value.detail
+    with pytest.raises(IdTokenError) as info:
+        await verifier(default_keys()).verify(
+            unsigned({"alg": "x" * 5000}, base_claims()), nonce=NONCE
+        )
+    assert info.value.check == "alg" and len(info.value.detail) < 200
 
 
 @pytest.mark.asyncio

@@ -24,6 +24,7 @@ import jwt
 from jwt.exceptions import PyJWTError
 
 from gateway.http import HttpClient, UpstreamError
+from gateway.oidc.jws import shown
 from gateway.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class JwksCache:
             await self.refresh()
             key = self._select(kid, alg)
         if key is None:
-            raise KeyNotFound(f"no signing key with kid={kid!r} for {alg}")
+            raise KeyNotFound(f"no signing key with kid={shown(kid)} for {alg}")
         return key
 
     def _may_refetch(self, kid: str | None, issued_at: float | None, trusted: bool) -> bool:

@@ -6,11 +6,11 @@ PyJWT's own ``decode`` parsed the token three times per sign-in (header, claims,
 and checks the base64url alphabet one character at a time in Python: a quarter of a full
 sign-in's Python calls. Here each segment is checked by one regular expression.
 
-Stricter than PyJWT, never looser (tests/test_jws.py checks both against every mutation
-Hypothesis finds): segments are unpadded base64url (RFC 7515 2, as go-oidc requires; PyJWT
+Stricter than PyJWT, never looser (tests/test_jws.py compares the two on tokens Hypothesis
+mutates or builds): segments are unpadded base64url (RFC 7515 2, as go-oidc requires; PyJWT
 also takes ``=`` padding), canonical (no stray bits in the last character), the header and
-payload are JSON objects, and a ``crit`` header is refused because no extension is
-understood here (RFC 7515 4.1.11).
+payload are UTF-8 JSON objects, and ``crit`` (RFC 7515 4.1.11) and ``b64: false`` (RFC 7797)
+headers are refused because no extension is understood here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import re
+import reprlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,16 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _ALGORITHMS = get_default_algorithms()
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def shown(value: Any) -> str:
+    """A token's own value, as an error detail may quote it: repr, at most about 80
+    characters (the logout endpoint takes tokens from anyone)."""
+    return _SHORT.repr(value)
+
+
 class JwsFormatError(ValueError):
     """The token is not a well-formed compact JWS; the message names the part."""
 
@@ -41,6 +52,9 @@ class JwsSignatureError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CompactJws:
+    """Made by :func:`parse` only: ``signing_input`` is the exact text the header and claims
+    were decoded from, which is what :func:`verify_signature` checks."""
+
     header: dict[str, Any]
     claims: dict[str, Any]
     signing_input: bytes
@@ -58,6 +72,8 @@ def parse(token: Any) -> CompactJws:
         raise JwsFormatError("kid is not a string")
     if "crit" in header:
         raise JwsFormatError("unsupported critical header parameters")
+    if header.get("b64", True) is not True:  # RFC 7797 unencoded payloads: not for tokens
+        raise JwsFormatError("unencoded payload (b64) is not supported")
     return CompactJws(header, claims, f"{head}.{body}".encode("ascii"), _decode(sig, "signature"))
 
 
@@ -93,8 +109,8 @@ def _decode(segment: str, name: str) -> bytes:
 
 
 def _json_object(raw: bytes, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
+    try:  # UTF-8 only (RFC 8259 8.1): json.loads(bytes) would also take UTF-16/32 and a BOM
+        value = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # RecursionError: absurd nesting
         raise JwsFormatError(f"{name} is not JSON") from None
     if not isinstance(value, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.oidc.jws import CompactJws, JwsFormatError, parse
+from gateway.oidc.jws import CompactJws, JwsFormatError, parse, shown
 from gateway.oidc.verify import IdTokenError, IdTokenVerifier, is_number, unverified_parts
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -42,10 +42,10 @@ class LogoutTokenVerifier(IdTokenVerifier):
         header, claims = jws.header, jws.claims
         alg = header.get("alg")
         if alg not in self.config.algorithms:
-            raise LogoutTokenError("alg", f"algorithm {alg!r} is not allowed")
+            raise LogoutTokenError("alg", f"algorithm {shown(alg)} is not allowed")
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP):
-            raise LogoutTokenError("typ", f"typ {typ!r} is not a logout token type")
+            raise LogoutTokenError("typ", f"typ {shown(typ)} is not a logout token type")
         try:
             self._check_issuer(claims)
             self._check_audience(claims)

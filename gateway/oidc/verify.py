@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.oidc.jwks import JwksCache, KeyNotFound
-from gateway.oidc.jws import CompactJws, JwsFormatError, JwsSignatureError, parse
+from gateway.oidc.jws import CompactJws, JwsFormatError, JwsSignatureError, parse, shown
 from gateway.oidc.jws import verify_signature as jws_verify_signature
 
 Clock = Callable[[], float]
@@ -61,7 +61,7 @@ class IdTokenVerifier:
         header, claims = jws.header, jws.claims
         alg = header.get("alg")
         if alg not in self.config.algorithms:
-            raise IdTokenError("alg", f"algorithm {alg!r} is not allowed")
+            raise IdTokenError("alg", f"algorithm {shown(alg)} is not allowed")
         self._check_issuer(claims)
         self._check_audience(claims)
         self._check_times(claims)
@@ -84,9 +84,9 @@ class IdTokenVerifier:
             raise IdTokenError("iss", "iss is missing")
         if self._issuer_check is not None:
             if not self._issuer_check(iss, claims):
-                raise IdTokenError("iss", f"issuer {iss!r} not accepted")
+                raise IdTokenError("iss", f"issuer {shown(iss)} not accepted")
         elif iss != self.config.issuer:
-            raise IdTokenError("iss", f"issuer {iss!r} is not {self.config.issuer!r}")
+            raise IdTokenError("iss", f"issuer {shown(iss)} is not {self.config.issuer!r}")
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         aud = claims.get("aud")
@@ -168,4 +168,11 @@ def token_hash(value: str, alg: str) -> str:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (not a bool). Integers too large for a float are not: comparing
+    them with the clock would raise (a 400-digit ``exp`` crashed the check)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
