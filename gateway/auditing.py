@@ -17,6 +17,7 @@ from typing import Any
 from adapters.base import Identity
 from gateway.hashing import sha256_hex
 from gateway.store.audit import AuditLog
+from gateway.store.identity_doc import storable
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Auditor:
                 "name": identity.name,  # the display name Jitsi shows
             }
             if identity.extra:  # the adapter's allow-listed claims (extra_claims)
-                doc["extra"] = dict(identity.extra)
+                doc["extra"] = storable(identity.extra)
         sid = session_id or caller.session_id
         if sid:
             doc["session_hash"] = sha256_hex(sid)[:32]

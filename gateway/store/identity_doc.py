@@ -30,8 +30,26 @@ def identity_to_document(identity: Identity) -> dict[str, Any]:
         "groups_complete": identity.groups_complete,
         "tenant": identity.tenant,
         "picture": identity.picture,
-        "extra": dict(identity.extra),
+        "extra": storable(identity.extra),
     }
+
+
+INT64 = range(-(2**63), 2**63)
+
+
+def storable(value: Any) -> Any:
+    """``value`` (claims an adapter passed on) as BSON can hold it: integers beyond 64 bits
+    become their decimal text, tuples lists. A JSON claim may carry any integer; BSON
+    stops at 64 bits, and the session or audit insert would fail on it."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if value in INT64 else str(value)
+    if isinstance(value, Mapping):
+        return {key: storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def identity_from_document(doc: Mapping[str, Any]) -> Identity:
