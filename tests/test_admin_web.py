@@ -519,3 +519,22 @@ async def test_chart_counts_follow_the_filters(
     assert 'class="ok"' in only_failures.text  # the sign-in line is there, flat at zero
     token_events = await browser.get(f"{admin_gw.url}/admin/", params={"event": "token_minted"})
     assert 'id="chart-empty"' in token_events.text and "<svg" not in token_events.text
+
+
+async def test_head_answers_without_a_query_or_an_audit_event(
+    admin_gw: GatewayUnderTest, browser: httpx.AsyncClient
+) -> None:
+    """Probes send HEAD: 200 with the page's headers, signed in or not; nothing is queried,
+    audited or set (it was a 405)."""
+    before = len(await admin_events(admin_gw))
+    anonymous = await browser.head(f"{admin_gw.url}/admin/")
+    await sign_in(browser, admin_gw)
+    after_login = len(await admin_events(admin_gw))
+    signed_in = await browser.head(f"{admin_gw.url}/admin/")
+    for response in (anonymous, signed_in):
+        assert response.status_code == 200 and response.content == b""
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert "set-cookie" not in response.headers
+    assert after_login == before + 1  # the sign-in only
+    assert len(await admin_events(admin_gw)) == after_login

@@ -98,6 +98,12 @@ class AdminPage(GatewayHandler):
 
 
 class AdminPageHandler(AdminPage):
+    def head(self) -> None:
+        """The page is there: GET's status and headers, signed in or not, but no query, no
+        cookie and no audit event (monitoring probes use HEAD; a row per probe is noise)."""
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish()
+
     async def get(self) -> None:
         session = self.session()
         if session is None:
