@@ -425,6 +425,12 @@ class Admin(Strict):
     web_session_seconds: int = Field(
         8 * 3600, ge=60, le=7 * 86400, description="how long a /admin/ sign-in lasts"
     )
+    max_failures: int = Field(
+        10, ge=1, le=1000, description="wrong admin tokens per client address per window"
+    )
+    failure_window_seconds: int = Field(
+        300, ge=1, le=86400, description="after max_failures, refused until the oldest leaves"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Admin:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.admin_throttle import AdminThrottle
 from gateway.auditing import Auditor
 from gateway.config import Settings
 from gateway.http import HttpClient
@@ -59,10 +60,15 @@ class Gateway:
     inflight: InFlight = field(default_factory=InFlight)
     audit: Auditor = field(init=False)
     signin: SignIn = field(init=False)
+    admin_throttle: AdminThrottle = field(init=False)
 
     def __post_init__(self) -> None:
         self.audit = Auditor(self.store.audit, self.now)
         self.signin = SignIn(self, self.audit)
+        admin = self.settings.admin
+        self.admin_throttle = AdminThrottle(
+            admin.max_failures, admin.failure_window_seconds, self.clock
+        )
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

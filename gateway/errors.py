@@ -118,6 +118,12 @@ REASONS: dict[str, Reason] = {
         "Not authorised",
         "A valid admin token is required.",
     ),
+    "admin_rate_limited": Reason(
+        "too many wrong admin tokens from this address (admin.max_failures)",
+        429,
+        "Too many attempts",
+        "Too many wrong tokens were tried from your address. Please wait and try again.",
+    ),
     "cross_site_request": Reason(
         "a logout or admin sign-in from another site (Origin / Sec-Fetch-Site)",
         403,

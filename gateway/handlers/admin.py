@@ -82,9 +82,16 @@ class AdminHandler(GatewayHandler):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise GatewayError("admin_unauthorized", "missing bearer token")
+        throttle, address = self.gateway.admin_throttle, self.client_ip()
+        wait = throttle.retry_after(address)
+        if wait is not None:  # checked before the token: a guess while refused tells nothing
+            self.set_header("Retry-After", str(wait))
+            raise GatewayError("admin_rate_limited", f"too many wrong tokens; retry in {wait} s")
         found = admin_auth.match_token(self.gateway.settings.admin.tokens, token)
         if found is None:
+            throttle.failed(address)
             raise GatewayError("admin_unauthorized", "invalid token")
+        throttle.succeeded(address)
         return found.name
 
     def query_params(self) -> dict[str, str | None]:
@@ -101,8 +108,9 @@ class AdminHandler(GatewayHandler):
             self.admin = self.authenticate()
         except GatewayError as exc:
             log.warning("admin request refused: %s", exc.detail)
-            error = ', error="invalid_token"' if exc.detail == "invalid token" else ""
-            self.set_header("WWW-Authenticate", f'Bearer realm="jitsi-oidc-gateway"{error}')
+            if exc.reason == "admin_unauthorized":
+                error = ', error="invalid_token"' if exc.detail == "invalid token" else ""
+                self.set_header("WWW-Authenticate", f'Bearer realm="jitsi-oidc-gateway"{error}')
             await self.refuse(exc, event="admin_query", admin=None, path=self.request.path)
             return
         try:

@@ -19,6 +19,7 @@ audited as ``admin_query`` with ``admin`` = the token's name and ``via: "web"``.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from dataclasses import replace
 from typing import Any
@@ -248,16 +249,32 @@ class AdminLoginHandler(AdminPage):
             await self.refuse_form("csrf_token_invalid", "sign-in form token missing or wrong")
             return
         token = self.get_body_argument("token", "")
+        throttle, address = self.gateway.admin_throttle, self.client_ip()
+        wait = throttle.retry_after(address) if token else None
+        if wait is not None:  # before the token is checked (gateway/admin_throttle.py)
+            log.warning("admin sign-in refused: too many wrong tokens from this address")
+            detail = f"too many wrong tokens; retry in {wait} s"
+            await self.audit_admin("failure", None, reason="admin_rate_limited", detail=detail)
+            self.set_status(429)
+            self.set_header("Retry-After", str(wait))
+            minutes = math.ceil(wait / 60)
+            self.render_login(
+                error=f"Too many wrong tokens were tried. Try again in {minutes} min."
+            )
+            return
         found = None
         if 0 < len(token) <= admin_auth.MAX_TOKEN:
             found = admin_auth.match_token(settings.admin.tokens, token)
         if found is None:
             detail = "invalid token" if token else "missing token"
+            if token:
+                throttle.failed(address)
             log.warning("admin sign-in refused: %s", detail)
             await self.audit_admin("failure", None, reason="admin_unauthorized", detail=detail)
             self.set_status(401)
             self.render_login(error="That token is not valid.")
             return
+        throttle.succeeded(address)
         admin_auth.start_session(self, settings, found, self.gateway.clock())
         admin_auth.end_session(self, settings, admin_auth.FORM_COOKIE)
         await self.audit_admin("success", found.name)
