@@ -5,10 +5,15 @@ value kept in the browser's flow cookie. ``consume`` marks the flow used in one 
 ``find_one_and_update`` that also requires the right browser and an unexpired, unused
 record, so two racing callbacks cannot both win. Used records stay (until the TTL index
 removes them) so a replay is reported as ``state_reused`` rather than ``state_invalid``.
+The update also writes a random ``consumed_by`` of that one call: when the driver retries an
+update the store had applied but whose answer was lost (a store that does not deduplicate
+retryable writes, such as the embedded one), the call recognises its own write instead of
+refusing the person as a replay; any other call still sees ``state_reused``.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -60,6 +65,9 @@ class FlowStore:
 
     async def consume(self, state: str, browser_binding: str | None, now: datetime) -> Flow:
         key = sha256_hex(state)
+        # Marks the write as this call's: a driver retry of a findAndModify the store had
+        # applied (its answer lost) then finds the flow consumed by us, not by a replay.
+        consumer = secrets.token_hex(16)
         try:
             doc = None
             if browser_binding:
@@ -70,11 +78,13 @@ class FlowStore:
                         "consumed_at": None,
                         "expires_at": {"$gt": now},
                     },
-                    {"$set": {"consumed_at": now}},
+                    {"$set": {"consumed_at": now, "consumed_by": consumer}},
                     return_document=ReturnDocument.BEFORE,
                 )
             if doc is None:
-                raise self._why_refused(await self.collection.find_one({"_id": key}), now)
+                doc = await self.collection.find_one({"_id": key})
+                if doc is None or doc.get("consumed_by") != consumer:
+                    raise self._why_refused(doc, now)
         except PyMongoError as exc:
             raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
         fields = {k: doc[k] for k in Flow.__dataclass_fields__ if k in doc}
