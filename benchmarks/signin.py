@@ -662,6 +662,7 @@ class CountedRun:
     counter: Callable[[subprocess.Popen[str], Path, str], CallCounter | InstructionCounter]
     env_name: str | None  # the variable naming the output file, when the wrapper reads one
     start_seconds: float  # how long the wrapped gateway may take to answer
+    read_costs_a_request: bool  # read() wakes the handler with one request (in the window)
 
 
 CALLS = CountedRun(
@@ -670,6 +671,7 @@ CALLS = CountedRun(
     CallCounter,
     "BENCH_CALLS_FILE",
     30,
+    True,
 )
 CALLGRIND = ("valgrind", "-q", "--tool=callgrind")
 INSTRUCTIONS = CountedRun(
@@ -678,6 +680,7 @@ INSTRUCTIONS = CountedRun(
     InstructionCounter,
     None,
     300,  # imports under valgrind run about 50 times slower
+    False,  # callgrind_control needs no request
 )
 
 
@@ -733,9 +736,7 @@ async def count_work(
             await client.get(bare_url)
         bare_end = await bare_counter.read()
     stop_process(bare)
-    # calls: the request that wakes the handler at each read() lands in the window (about
-    # one more); instructions: callgrind_control needs no request
-    per_bare = (bare_end - bare_start) / (n_bare + (how is CALLS))
+    per_bare = (bare_end - bare_start) / (n_bare + how.read_costs_a_request)
     per_full = (after_full - start) / n_full
     per_sso = (after_sso - after_full) / n_sso
     return {

@@ -87,8 +87,7 @@ class FlowStore:
                     raise self._why_refused(doc, now)
         except PyMongoError as exc:
             raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
-        fields = {k: doc[k] for k in Flow.__dataclass_fields__ if k in doc}
-        return Flow(**fields)
+        return Flow(**{f.name: doc[f.name] for f in FLOW_FIELDS if f.name in doc})
 
     @staticmethod
     def _why_refused(doc: dict[str, Any] | None, now: datetime) -> GatewayError:
