@@ -95,6 +95,9 @@ class AuthorizeHandler(AuthHandler):
             return
         sid = self.session_id()
         assert sid is not None  # a live identity came from this cookie
+        dropped = await service.dead_refresh(self.authz)
+        if dropped:  # sso.html then redeems the code instead of failing on a dead token
+            self.authz = self.authz.without_refresh()
         url = await service.issue_code(self.authz, sha256_hex(sid))
         await self.audit(
             "code_issued",
@@ -104,6 +107,7 @@ class AuthorizeHandler(AuthHandler):
             tenant=tenant,
             session_id=sid,
             client_id=self.authz.client.client_id,
+            **({"refresh_token_dropped": True} if dropped else {}),
         )
         self.redirect(url)
 
