@@ -230,6 +230,34 @@ def test_token_service_block_passes_check_config(
     assert "token_service.clients[0].redirect_uri: Field required" in capsys.readouterr().err
 
 
+def test_doctor_finds_the_guides_jitsi_side_matching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's Prosody block, docker-jitsi-meet lines and config.js lines, with the
+    guide's settings, pass ``doctor``; the Debian block as jitsi-meet-tokens leaves it (only
+    token_verification) does not once the policy makes moderators."""
+    path = check_settings(tmp_path, monkeypatch, {})
+    secret = "s" * 48  # what check_settings wrote into the secret files
+    files = {
+        "prosody": of_kind("prosody")[0].text.replace("<jitsi.app_secret>", secret),
+        "env": of_kind("env")[0].text.replace("<jitsi.app_secret>", secret),
+        "config-js": next(s.text for s in of_kind("js") if "tokenLogoutUrl" in s.text),
+    }
+    argv = ["doctor", "-c", str(path)]
+    for kind, text in files.items():
+        (tmp_path / kind).write_text(text)
+        argv += [f"--{kind}", str(tmp_path / kind)]
+    assert cli.main(argv) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("Jitsi side OK:")
+    data = yaml.safe_load(path.read_text())
+    data["policy"] = {"defaults": {"affiliation": "owner"}}
+    path.write_text(yaml.safe_dump(data))
+    debian_default = files["prosody"].replace('        "token_affiliation";', "")
+    (tmp_path / "prosody").write_text(debian_default)
+    assert cli.main(argv) == 1
+    assert "does not load token_affiliation" in capsys.readouterr().out
+
+
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing (Debian's systemd package)"
