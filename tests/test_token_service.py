@@ -289,7 +289,8 @@ async def test_a_dead_refresh_token_is_taken_out_of_the_state_after_a_fresh_sign
 ) -> None:
     """Jitsi's refresh after the session ended: its popup carries the dead refresh token in
     the state; the person signs in again; the state comes back without it, so sso.html
-    redeems the code (its refresh branch would fail and Jitsi would keep the dead token)."""
+    redeems the code (its refresh branch would fail and Jitsi would keep the dead token).
+    The refresh token is not carried through the IdP: the flow record never holds it."""
     body, _ = await full_grant(tgw, op, browser)
     # While the session lives the refresh token stays in the state (sso.html refreshes).
     with_refresh = json.dumps({**json.loads(STATE), "refreshToken": body["refresh_token"]})
@@ -301,15 +302,39 @@ async def test_a_dead_refresh_token_is_taken_out_of_the_state_after_a_fresh_sign
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
     await browser.post(f"{tgw.url}/oidc/logout", data={"csrf": csrf})
     verifier, challenge = pkce_pair()
-    location = await sign_in_for_code(tgw, op, browser, authorize_url(tgw, challenge, with_refresh))
+    url = authorize_url(tgw, challenge, with_refresh)
+    to_idp = await browser.get(url)
+    assert to_idp.headers["location"].startswith(op.issuer)  # a fresh sign-in
+    flows = [d async for d in tgw.store.flows.collection.find({})]
+    assert flows and body["refresh_token"] not in str(flows)
+    location = await sign_in_for_code(tgw, op, browser, url)
     state = parse_qs(urlsplit(location).query)["state"][0]
     assert "refreshToken" not in json.loads(state)
     assert json.loads(state) == json.loads(STATE)  # everything else kept, in its order
     assert list(json.loads(state)) == list(json.loads(STATE))
     redeemed = await redeem(tgw, code_of(location), verifier)
     assert redeemed.status_code == 200, redeemed.text
+    assert body["refresh_token"] not in str(await events(tgw, "code_issued"))
+
+
+async def test_a_used_refresh_token_is_taken_out_for_a_live_session(
+    tgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """The session lives but the state's refresh token was already rotated (or revoked):
+    the code goes back without it, audited as refresh_token_dropped."""
+    body, _ = await full_grant(tgw, op, browser)
+    rotated = await token_request(
+        tgw, grant_type="refresh_token", refresh_token=body["refresh_token"], client_id=CLIENT_ID
+    )
+    assert rotated.status_code == 200
+    stale = json.dumps({**json.loads(STATE), "refreshToken": body["refresh_token"]})
+    verifier, challenge = pkce_pair()
+    location = await sign_in_for_code(tgw, op, browser, authorize_url(tgw, challenge, stale))
+    assert json.loads(parse_qs(urlsplit(location).query)["state"][0]) == json.loads(STATE)
+    redeemed = await redeem(tgw, code_of(location), verifier)
+    assert redeemed.status_code == 200, redeemed.text
     issued = await events(tgw, "code_issued")
-    assert [e.get("refresh_token_dropped") for e in issued] == [None, None, True]
+    assert [e.get("refresh_token_dropped") for e in issued] == [None, True]
     assert body["refresh_token"] not in str(issued)
 
 
