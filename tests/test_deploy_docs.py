@@ -320,6 +320,18 @@ def test_token_service_config_js_uses_the_popup(tmp_path: Path) -> None:
     assert config["sso"] == {"tokenService": "meet.example.com/oidc", "clientId": "jitsi-web"}
 
 
+def test_compose_env_fragment_is_the_guides_block() -> None:
+    """deploy/compose/docker-jitsi-meet.env (what our compose file points docker-jitsi-meet's
+    .env to) holds the guide's block, domain verification and token_affiliation included."""
+    (env_snippet,) = of_kind("env")
+    shipped = (ROOT / "deploy" / "compose" / "docker-jitsi-meet.env").read_text()
+    lines = [line for line in shipped.splitlines() if line and not line.startswith("#")]
+    assert lines == env_snippet.text.splitlines()
+    assert "JWT_ENABLE_DOMAIN_VERIFICATION=1" in lines
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    assert "compose/docker-jitsi-meet.env" in compose
+
+
 def test_mongod_conf_is_a_replica_set() -> None:
     (conf,) = [s for s in of_kind("yaml") if "mongod.conf" in s.text]
     data = yaml.safe_load(conf.text)
