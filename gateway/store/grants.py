@@ -82,6 +82,20 @@ class GrantStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from None
 
+    async def live_refresh(self, token: str, now: datetime) -> dict[str, Any] | None:
+        """The refresh token's record if it could still be used now (unused, not revoked,
+        unexpired); read only, nothing is used or revoked."""
+        query = {
+            "_id": sha256_hex(token),
+            "used_at": None,
+            "revoked": {"$ne": True},
+            "expires_at": {"$gt": now},
+        }
+        try:
+            return await self.refresh.find_one(query)
+        except PyMongoError as exc:
+            raise _unavailable(exc) from None
+
     async def revoke_family(self, family: str) -> int:
         try:
             done = await self.refresh.update_many(

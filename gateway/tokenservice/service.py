@@ -7,12 +7,13 @@ a description, and the audit reason; the web layer turns it into JSON or a redir
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from adapters.base import Identity
 from gateway.errors import GatewayError
@@ -60,9 +61,32 @@ class AuthorizeRequest:
     nonce: str | None
 
     def redirect(self, params: Mapping[str, str]) -> str:
-        """The registered sso.html with ``params`` and the state, byte for byte."""
-        query = urlencode({**params, "state": self.state})
-        return f"{self.client.redirect_uri}?{query}"
+        """The registered sso.html with ``params`` and the state, byte for byte as Jitsi
+        sent it: Jitsi encodes it with ``encodeURIComponent``, which this repeats (a space is
+        ``%20``, never ``+``), so the same characters come back whatever the browser's
+        path through the IdP and the chooser did to the query on the way."""
+        query = urlencode(params)
+        return f"{self.client.redirect_uri}?{query}&state={encode_uri_component(self.state)}"
+
+    @property
+    def refresh_token(self) -> str | None:
+        """The ``refreshToken`` Jitsi carries in the state when it asks for a refresh."""
+        token = json.loads(self.state).get("refreshToken")  # parse_state checked the JSON
+        return token if isinstance(token, str) and token else None
+
+    def without_refresh(self) -> AuthorizeRequest:
+        """The same request with ``refreshToken`` taken out of the state (JSON as Jitsi's
+        ``JSON.stringify`` writes it, the other keys in their order)."""
+        doc = json.loads(self.state)
+        doc.pop("refreshToken", None)
+        state = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return replace(self, state=state)
+
+
+def encode_uri_component(value: str) -> str:
+    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()``
+    percent-encoded."""
+    return quote(value, safe="!~*'()")
 
 
 @dataclass
@@ -122,6 +146,20 @@ class TokenService:
         if response_type not in (None, "code"):
             raise GatewayError("token_request_invalid", "response_type must be code")
         return AuthorizeRequest(client, challenge, state, jitsi, nonce)
+
+    async def dead_refresh(self, request: AuthorizeRequest) -> bool:
+        """True when the state carries a refresh token that can no longer be used (ended
+        session, logout, used, revoked, expired or unknown). Jitsi's ``sso.html`` takes its
+        refresh branch whenever the state has one and ignores the code, so after a fresh
+        sign-in such a token would turn it into a failure Jitsi never recovers from."""
+        token = request.refresh_token
+        if token is None:
+            return False
+        now = self.now()
+        doc = await self.store.grants.live_refresh(token, now)
+        if doc is None or doc["client_id"] != request.client.client_id:
+            return True
+        return await self.store.sessions.record_by_hash(doc["session"], now) is None
 
     async def issue_code(self, request: AuthorizeRequest, session_hash: str) -> str:
         """A single-use code bound to the client, challenge, room, nonce and session."""

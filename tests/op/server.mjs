@@ -231,9 +231,12 @@ ${body}
 `;
 }
 
-function loginPage(uid, { error, username = '', clientId } = {}) {
+// The client is named as a person knows it: its registered client_name, else its id.
+function loginPage(uid, { error, username = '', clientId, clientName } = {}) {
   const errorHtml = error ? `<p class="error" id="error">${escapeHtml(error)}</p>\n` : '';
-  const clientHtml = clientId ? `<p>Signing in to <code>${escapeHtml(clientId)}</code></p>\n` : '';
+  const clientHtml = clientName
+    ? `<p id="client">Signing in to <strong>${escapeHtml(clientName)}</strong></p>\n`
+    : clientId ? `<p id="client">Signing in to <code>${escapeHtml(clientId)}</code></p>\n` : '';
   return page('Test OP sign-in', `${clientHtml}${errorHtml}<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
 <label for="username">Username</label>
 <input id="username" name="username" value="${escapeHtml(username)}" autofocus>
@@ -573,7 +576,11 @@ async function handleInteraction(req, res, uid, action) {
 
   if (action === undefined && req.method === 'GET') {
     if (promptName === 'consent') return finishConsent(req, res, details);
-    return sendHtml(res, 200, loginPage(uid, { clientId: details.params.client_id }));
+    const client = await provider.Client.find(details.params.client_id);
+    return sendHtml(res, 200, loginPage(uid, {
+      clientId: details.params.client_id,
+      clientName: client?.clientName,
+    }));
   }
 
   if (action === 'login' && req.method === 'POST') {
@@ -589,6 +596,7 @@ async function handleInteraction(req, res, uid, action) {
         error: 'Invalid username or password',
         username,
         clientId: details.params.client_id,
+        clientName: (await provider.Client.find(details.params.client_id))?.clientName,
       }));
     }
     return provider.interactionFinished(req, res, { login: { accountId: account.sub } }, {
