@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway import jsonlimits
 from gateway.errors import GatewayError
 from gateway.rooms import valid_room, valid_tenant
 
@@ -62,26 +63,20 @@ def state_param(state: JitsiState | str | None) -> dict[str, str]:
     return {"state": state if isinstance(state, str) else state.compact()}
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
-
-
 def parse_state(state: str, room_param: str | None, tenant_param: str | None = None) -> JitsiState:
     """Jitsi's state, checked; ``room_param`` / ``tenant_param`` must agree when given."""
     if len(state) > MAX_STATE:
         raise GatewayError("bad_request", f"state longer than {MAX_STATE} characters")
-    try:
-        doc: Any = json.loads(state)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
+    try:  # the nesting is counted before parsing: nothing here recurses per level
+        doc: Any = jsonlimits.loads(state, MAX_DEPTH)
+    except jsonlimits.TooDeep:
+        raise GatewayError(
+            "bad_request", f"state is nested deeper than {MAX_DEPTH} levels"
+        ) from None
+    except ValueError:
         raise GatewayError("bad_request", "state is not JSON") from None
     if not isinstance(doc, dict) or len(doc) > MAX_KEYS:
         raise GatewayError("bad_request", f"state is not a JSON object of {MAX_KEYS} keys or fewer")
-    if _depth(doc) > MAX_DEPTH:
-        raise GatewayError("bad_request", f"state is nested deeper than {MAX_DEPTH} levels")
     room, tenant = doc.get("room"), doc.get("tenant")
     if not isinstance(room, str) or not valid_room(room):
         raise GatewayError("bad_request", "state names no valid room")
