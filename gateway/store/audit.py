@@ -14,7 +14,13 @@ fixed before the first attempt, so an insert that timed out but landed anyway is
 duplicated by the replay (duplicate keys are ignored). ``close`` flushes everything.
 
 The callers build events from fixed fields only; tokens, codes and secrets are never passed in,
-and keys that look like one are dropped here as a second line of defence.
+and keys that look like one are dropped here as a second line of defence. Every field is
+bounded (``gateway/store/audit_bounds.py``), and no one event can stop the pipeline: an event
+MongoDB refuses for what it is (too large, not encodable, a write error that is not about
+the connection) is set aside (a log line naming its id and event, the
+``jog_audit_events_refused`` counter, and the event itself appended to
+``refused.ndjson`` in the spool directory) while the rest of its batch is stored, and the
+writer and replayer tasks survive any error.
 """
 
 from __future__ import annotations
@@ -23,15 +29,26 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bson import json_util
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
+from gateway.store.audit_bounds import bounded
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull
@@ -86,9 +103,30 @@ FORBIDDEN_KEYS = frozenset(
 DUPLICATE_KEY = 11000
 
 
+REFUSED_FILE = "refused.ndjson"
+REFUSED_MAX_BYTES = 64 * 1024 * 1024
+# Failures of the connection or the server's state: the batch waits in the spool and is
+# tried again. Anything else is about the events themselves.
+TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError, TimeoutError)
+
+
 def _is_only_duplicates(exc: BulkWriteError) -> bool:
     errors = exc.details.get("writeErrors", [])
     return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, BulkWriteError):
+        return bool(exc.details.get("writeConcernErrors")) or not exc.details.get("writeErrors")
+    if isinstance(exc, OperationFailure):
+        return exc.has_error_label("RetryableWriteError") or exc.code in (
+            91,  # ShutdownInProgress
+            189,  # PrimarySteppedDown
+            10107,  # NotWritablePrimary
+            11600,  # InterruptedAtShutdown
+            13435,  # NotPrimaryNoSecondaryOk
+        )
+    return isinstance(exc, TRANSIENT)
 
 
 class AuditLog:
@@ -112,6 +150,7 @@ class AuditLog:
         self.write_failures = 0  # MongoDB writes that failed or timed out
         self.dropped = 0  # events lost: no spool configured, or the spool full
         self.replayed = 0  # events copied from the spool into MongoDB
+        self.refused = 0  # events MongoDB refused for what they are: set aside
         self._queue: list[dict[str, Any]] = []
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._inflight: list[dict[str, Any]] = []
@@ -215,6 +254,7 @@ class AuditLog:
                 continue
             doc[key] = value
         doc["time"] = time
+        doc = bounded(doc)
         expiry = doc.get("token_expires_at")
         if isinstance(expiry, int | float) and not isinstance(expiry, bool):
             doc["token_expires_at"] = datetime.fromtimestamp(expiry, UTC)  # dates, not numbers
@@ -331,7 +371,12 @@ class AuditLog:
                 await asyncio.sleep(self.linger)  # nobody waits: let more events join
             self._inflight = self._queue[: self.batch_size]
             del self._queue[: len(self._inflight)]
-            ok = await self._persist(self._inflight)
+            try:
+                ok = await self._persist(self._inflight)
+            except Exception:  # never let one batch end the writer (and every later event)
+                log.exception("audit: writing %d event(s) failed", len(self._inflight))
+                self.dropped += len(self._inflight)
+                ok = False
             for doc in self._inflight:
                 waiter = self._waiters.pop(doc["_id"], None)
                 if waiter is not None and not waiter.done():
@@ -340,12 +385,50 @@ class AuditLog:
             self._inflight = []
 
     async def _insert(self, docs: list[dict[str, Any]]) -> None:
-        """insert_many that treats already-present ids as success (idempotent replay)."""
+        """insert_many that treats already-present ids as success (idempotent replay).
+        Raises only what is worth trying again (the connection, the server's state); an
+        event refused for itself is set aside and the others are stored one by one."""
         try:
             await self.collection.insert_many(docs, ordered=False)
+            return
         except BulkWriteError as exc:
-            if not _is_only_duplicates(exc):
+            if _is_only_duplicates(exc):
+                return
+            if _is_transient(exc):
                 raise
+        except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError):
+            pass  # the client could not encode one of them
+        except PyMongoError as exc:
+            if _is_transient(exc):
+                raise
+        for doc in docs:  # find the culprit(s): every other event is stored
+            try:
+                await self.collection.insert_one(doc)
+            except PyMongoError as exc:
+                if getattr(exc, "code", None) == DUPLICATE_KEY:
+                    continue
+                if _is_transient(exc):
+                    raise
+                await self._set_aside(doc, exc)
+            except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError) as exc:
+                await self._set_aside(doc, exc)
+
+    async def _set_aside(self, doc: dict[str, Any], exc: BaseException) -> None:
+        """Keep an event MongoDB will never take out of the way of the others."""
+        self.refused += 1
+        log.error(
+            "audit: MongoDB refused event %s (%s, %s); set aside",
+            doc.get("_id"),
+            doc.get("event"),
+            type(exc).__name__,
+        )
+        if self.spool is None or self.spool.path is None:
+            return
+        path = self.spool.path.parent / REFUSED_FILE
+        try:
+            await asyncio.to_thread(_append_refused, path, doc)
+        except (OSError, TypeError, ValueError) as err:
+            log.error("audit: cannot keep refused event %s (%s)", doc.get("_id"), err)
 
     async def _persist(self, docs: list[dict[str, Any]]) -> bool:
         if not self._spooling or self.spool is None:
@@ -394,6 +477,9 @@ class AuditLog:
                 await self.replay_once()
             except (PyMongoError, TimeoutError, OSError) as exc:
                 log.warning("audit: spool replay waits for MongoDB (%s)", type(exc).__name__)
+                await asyncio.sleep(self.replay_interval)
+            except Exception:  # a bug must not end the replay for good: log, wait, retry
+                log.exception("audit: spool replay failed")
                 await asyncio.sleep(self.replay_interval)
 
     async def replay_once(self) -> int:
@@ -510,3 +596,17 @@ class AuditLog:
         self._spool_lock = self._replay_lock = None
         if self.spool is not None:
             self.spool.close()
+
+
+def _append_refused(path: Path, doc: dict[str, Any]) -> None:
+    """One line of extended JSON per refused event (fsync'd), up to ``REFUSED_MAX_BYTES``."""
+    line = json_util.dumps(doc, default=repr).encode("utf-8", "backslashreplace") + b"\n"
+    size = path.stat().st_size if path.exists() else 0
+    if size + len(line) > REFUSED_MAX_BYTES:
+        raise OSError(f"{path} is full ({size} bytes)")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
