@@ -56,14 +56,22 @@ async def test_a_huge_client_id_at_the_token_endpoint_is_cut_and_the_log_goes_on
                 f"{gw.url}/oidc/token",
                 data={"grant_type": "authorization_code", "client_id": "x" * BIG},
             )
-            assert huge.status_code == 401 and huge.json()["error"] == "invalid_client"
-            later = await client.post(f"{gw.url}/oidc/token", data={"grant_type": "password"})
-            assert later.status_code == 400
+            assert huge.status_code == 400 and huge.json()["error"] == "invalid_request"
+            later = await client.post(
+                f"{gw.url}/oidc/token",
+                content=b"grant_type=%FF%FE&client_id=x",  # not UTF-8
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert later.status_code == 400 and later.json()["error"] == "unsupported_grant_type"
         await gw.store.audit.settle()
         refused = [
-            d async for d in gw.store.audit.collection.find({"event": "token_refused"})
+            d
+            async for d in gw.store.audit.collection.find(
+                {"event": "token_refused"}, sort=[("_id", 1)]
+            )
         ]
         assert len(refused) == 2  # both reached MongoDB, in order
+        assert refused[1]["grant_type"] == "\ufffd\ufffd"
         client_id = refused[0]["client_id"]
         assert client_id.startswith("x" * MAX_TEXT) and client_id.endswith(
             f"[cut {BIG - MAX_TEXT} chars]"
@@ -100,12 +108,14 @@ async def test_an_event_the_store_refuses_is_set_aside_and_its_batch_is_stored(
     audit.enqueue(event("before"))
     audit.enqueue(event("poison", amount=decimal.Decimal("1.5")))  # BSON cannot encode it
     assert await audit.write(event("after"))  # the same batch
+    assert await audit.settle(30)
     assert await rooms(store) == ["after", "before"]
     assert audit.refused == 1
     kept = (tmp_path / "spool" / REFUSED_FILE).read_text().splitlines()
     assert len(kept) == 1 and '"poison"' in kept[0]
     # The writer task is alive: later events are stored as before.
     assert await audit.write(event("later"))
+    assert await audit.settle(30)
     assert await rooms(store) == ["after", "before", "later"]
     assert audit.spool_depth == 0 and audit.dropped == 0
 

@@ -296,6 +296,8 @@ class AuditLog:
         except OSError as exc:
             log.error("audit: journal write failed (%s); waiting for MongoDB instead", exc)
             return False
+        except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError):
+            return False  # not encodable: the writer sets it aside (see _insert)
         self._segment[doc["_id"]] = segment
         return True
 
