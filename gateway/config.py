@@ -69,6 +69,23 @@ class Listen(Strict):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop (libuv; about a third less CPU per request) or asyncio's own"
     )
+    # Limits on the gateway's own port (gateway/serving.py): nothing it serves needs more.
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body (forms, logout tokens); larger ones get 400 unread",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="request line plus headers"
+    )
+    idle_seconds: float = Field(
+        60.0, gt=0, le=3600, description="an idle keep-alive connection, or one sending no headers"
+    )
+    body_seconds: float = Field(30.0, gt=0, le=3600, description="time to send a request body")
+    max_connections: int = Field(
+        2000, ge=1, le=1_000_000, description="open connections per process; more are closed"
+    )
 
 
 class Mongo(Strict):
