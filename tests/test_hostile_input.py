@@ -4,7 +4,9 @@ a 500, and nothing it touches (the session insert, the audit writer) breaks."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from tornado.web import Application, RequestHandler
 
 from gateway import jsonlimits
 from gateway.http import HttpClient, UpstreamError
+from gateway.logging_setup import configure_logging
 from tests.conftest import ACCOUNTS
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
@@ -116,3 +119,33 @@ async def test_a_name_with_a_lone_surrogate_signs_in(
             event = await gw.store.audit.collection.find_one({"event": "login_succeeded"})
             assert event is not None and event["name"] == "Eve \ufffd Example"
             assert json.dumps(event["name"])  # encodable everywhere
+
+
+# ---- logs at DEBUG ----------------------------------------------------------------------
+
+
+async def test_no_secret_reaches_the_log_at_debug(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """At DEBUG the driver would log every command with its documents: the flow insert
+    carries the PKCE verifier and the nonce. None of it may reach the log."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json", stream)
+    try:
+        response = await gw.sign_in(browser, op)
+        assert response.status_code == 302
+        flow = await gw.store.flows.collection.find_one({}, sort=[("_id", -1)])
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("tornado.access").disabled = False
+    text = stream.getvalue()
+    assert flow is not None and '"level": "DEBUG"' in text
+    for secret in (flow["code_verifier"], flow["nonce"]):
+        assert secret not in text
+    assert "eyJ" not in text  # no token, whole or in part
