@@ -149,3 +149,21 @@ async def test_no_secret_reaches_the_log_at_debug(
     for secret in (flow["code_verifier"], flow["nonce"]):
         assert secret not in text
     assert "eyJ" not in text  # no token, whole or in part
+
+
+# ---- /oidc/logged-out from another site --------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["", "?state=testop.00", "?idp=testop&kept=off"])
+async def test_a_cross_site_visit_to_logged_out_signs_no_one_out(
+    gw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient, query: str
+) -> None:
+    response = await gw.sign_in(browser, op)
+    assert response.status_code == 302
+    visit = await browser.get(
+        f"{gw.url}/oidc/logged-out{query}", headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert "set-cookie" not in visit.headers  # the session cookie is left alone
+    assert visit.status_code == 303 and visit.headers["location"] == "/oidc/logout"
+    again = await browser.get(f"{gw.url}/oidc/tokenize", params={"room": "standup"})
+    assert again.status_code == 302 and "jwt=" in again.headers["location"]
