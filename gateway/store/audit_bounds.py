@@ -20,6 +20,7 @@ Only what a bound touched changes; everything else is stored as it came.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from gateway.jsonlimits import whole_text
@@ -40,6 +41,9 @@ class _Budget:
 
 
 def _text(value: str, limit: int, budget: _Budget) -> str:
+    if len(value) <= limit and len(value) <= budget.left and value.isascii():
+        budget.left -= len(value)  # the usual case: short ASCII, nothing to change
+        return value
     value = whole_text(value)
     if budget.left <= 0:
         return f"{CUT}[cut: event too large]"
@@ -51,9 +55,14 @@ def _text(value: str, limit: int, budget: _Budget) -> str:
 
 
 def _bound(value: Any, depth: int, budget: _Budget) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _text(value, MAX_TEXT, budget)
+    if kind is bool or value is None or kind is float or kind is datetime:
+        return value
     if isinstance(value, str):
         return _text(value, MAX_TEXT, budget)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
+    if isinstance(value, bool | float):
         return value
     if isinstance(value, int):
         return value if INT64[0] <= value <= INT64[1] else str(value)
