@@ -135,3 +135,22 @@ async def test_a_spooled_event_too_large_for_mongodb_does_not_block_the_replay(
         await audit.replay_once()
     assert await rooms(store) == ["s0", "s1", "s2"]
     assert audit.refused == 1
+
+
+async def test_with_mongodb_down_a_poison_event_does_not_take_its_batch_down(
+    db_name: str, tmp_path: Path
+) -> None:
+    s = Store.connect("mongodb://127.0.0.1:9/", db_name, 0.5)
+    s.audit.configure(Audit(spool_dir=str(tmp_path / "spool"), write_timeout_seconds=0.5))
+    await s.audit.start()
+    try:
+        audit = s.audit
+        audit.enqueue(event("good1"))
+        audit.enqueue(event("poison", amount=decimal.Decimal("1.5")))
+        assert await audit.write(event("good2"))
+        assert await audit.settle(30)
+        assert audit.spool_depth == 2 and audit.refused == 1 and audit.dropped == 0
+        assert (tmp_path / "spool" / REFUSED_FILE).exists()
+    finally:
+        await s.audit.close(timeout=1)
+        await s.close()

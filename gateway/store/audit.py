@@ -51,7 +51,7 @@ from pymongo.errors import (
 from gateway.store.audit_bounds import bounded
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
-from gateway.store.spool import Spool, SpoolFull
+from gateway.store.spool import Spool, SpoolFull, encode_line
 
 if TYPE_CHECKING:
     from gateway.config import Audit as AuditSettings
@@ -455,7 +455,18 @@ class AuditLog:
         assert self._spool_lock is not None
         async with self._spool_lock:
             try:
-                await asyncio.to_thread(self.spool.append, docs)
+                try:
+                    await asyncio.to_thread(self.spool.append, docs)
+                except (TypeError, ValueError, OverflowError):
+                    # One event cannot be written as JSON: set it aside, spool the others.
+                    keep = []
+                    for doc in docs:
+                        try:
+                            encode_line(doc)
+                            keep.append(doc)
+                        except (TypeError, ValueError, OverflowError) as exc:
+                            await self._set_aside(doc, exc)
+                    await asyncio.to_thread(self.spool.append, keep)
             except (SpoolFull, OSError) as exc:
                 self.dropped += len(docs)
                 log.error("audit: %s", exc)
