@@ -80,7 +80,10 @@ class Listen(Strict):
         32 * 1024, ge=4096, le=1024 * 1024, description="request line plus headers"
     )
     idle_seconds: float = Field(
-        60.0, gt=0, le=3600, description="an idle keep-alive connection, or one sending no headers"
+        75.0,
+        gt=0,
+        le=3600,
+        description="an idle keep-alive connection, or one sending no headers (above nginx's 60 s)",
     )
     body_seconds: float = Field(30.0, gt=0, le=3600, description="time to send a request body")
     max_connections: int = Field(
