@@ -154,3 +154,27 @@ async def test_with_mongodb_down_a_poison_event_does_not_take_its_batch_down(
     finally:
         await s.audit.close(timeout=1)
         await s.close()
+
+
+async def test_only_the_event_s_own_faults_set_it_aside() -> None:
+    """An event is set aside only for what it is; a store that refuses every write (no
+    permission, a stepped-down primary) keeps the batch in the spool to try again."""
+    from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure
+
+    from gateway.store.audit import _refuses_event
+
+    def bulk(*codes: int, concern: bool = False) -> BulkWriteError:
+        return BulkWriteError(
+            {
+                "writeErrors": [{"index": i, "code": c} for i, c in enumerate(codes)],
+                "writeConcernErrors": [{"code": 64}] if concern else [],
+            }
+        )
+
+    assert _refuses_event(DocumentTooLarge("too large"))
+    assert _refuses_event(bulk(10334)) and _refuses_event(bulk(11000, 2))
+    assert _refuses_event(OperationFailure("too large", code=17419))
+    assert not _refuses_event(bulk(13))  # Unauthorized: the store's problem
+    assert not _refuses_event(bulk(10334, concern=True))
+    assert not _refuses_event(OperationFailure("not primary", code=10107))
+    assert not _refuses_event(TimeoutError())

@@ -39,14 +39,7 @@ from bson import json_util
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    ExecutionTimeout,
-    OperationFailure,
-    PyMongoError,
-    WTimeoutError,
-)
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from gateway.store.audit_bounds import bounded
 from gateway.store.journal import Journal
@@ -101,13 +94,14 @@ FORBIDDEN_KEYS = frozenset(
     {"token", "id_token", "access_token", "refresh_token", "code", "state", "secret", "password"}
 )
 DUPLICATE_KEY = 11000
-
-
 REFUSED_FILE = "refused.ndjson"
 REFUSED_MAX_BYTES = 64 * 1024 * 1024
-# Failures of the connection or the server's state: the batch waits in the spool and is
-# tried again. Anything else is about the events themselves.
-TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError, TimeoutError)
+# What the driver raises for an event it cannot encode (DocumentTooLarge is an
+# InvalidDocument), and the server's codes for a document it refuses for itself: BadValue,
+# InvalidBSON, DollarPrefixedFieldName, DocumentValidationFailure, BSONObjectTooLarge and
+# the two "object to insert too large". Anything else is taken as the store's problem.
+UNENCODABLE = (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError)
+REFUSAL_CODES = frozenset({2, 22, 52, 121, 10334, 17419, 17420})
 
 
 def _is_only_duplicates(exc: BulkWriteError) -> bool:
@@ -115,18 +109,19 @@ def _is_only_duplicates(exc: BulkWriteError) -> bool:
     return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
 
 
-def _is_transient(exc: BaseException) -> bool:
+def _refuses_event(exc: BaseException) -> bool:
+    """Whether ``exc`` says an event itself cannot be stored (set it aside), rather than
+    that the store cannot take writes now (spool the batch and try again)."""
+    if isinstance(exc, UNENCODABLE):
+        return True
     if isinstance(exc, BulkWriteError):
-        return bool(exc.details.get("writeConcernErrors")) or not exc.details.get("writeErrors")
+        if exc.details.get("writeConcernErrors"):
+            return False
+        codes = {e.get("code") for e in exc.details.get("writeErrors", [])}
+        return bool(codes - {DUPLICATE_KEY}) and codes <= REFUSAL_CODES | {DUPLICATE_KEY}
     if isinstance(exc, OperationFailure):
-        return exc.has_error_label("RetryableWriteError") or exc.code in (
-            91,  # ShutdownInProgress
-            189,  # PrimarySteppedDown
-            10107,  # NotWritablePrimary
-            11600,  # InterruptedAtShutdown
-            13435,  # NotPrimaryNoSecondaryOk
-        )
-    return isinstance(exc, TRANSIENT)
+        return exc.code in REFUSAL_CODES
+    return False
 
 
 class AuditLog:
@@ -296,7 +291,7 @@ class AuditLog:
         except OSError as exc:
             log.error("audit: journal write failed (%s); waiting for MongoDB instead", exc)
             return False
-        except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError):
+        except UNENCODABLE:
             return False  # not encodable: the writer sets it aside (see _insert)
         self._segment[doc["_id"]] = segment
         return True
@@ -388,31 +383,28 @@ class AuditLog:
 
     async def _insert(self, docs: list[dict[str, Any]]) -> None:
         """insert_many that treats already-present ids as success (idempotent replay).
-        Raises only what is worth trying again (the connection, the server's state); an
-        event refused for itself is set aside and the others are stored one by one."""
+        An event refused for what it is (:func:`_refuses_event`) is set aside and the
+        others are stored one by one; any other failure is raised (the batch is spooled
+        and tried again: the store, not the event, is the problem)."""
         try:
             await self.collection.insert_many(docs, ordered=False)
             return
         except BulkWriteError as exc:
             if _is_only_duplicates(exc):
                 return
-            if _is_transient(exc):
+            if not _refuses_event(exc):
                 raise
-        except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError):
-            pass  # the client could not encode one of them
-        except PyMongoError as exc:
-            if _is_transient(exc):
+        except (PyMongoError, *UNENCODABLE) as exc:
+            if not _refuses_event(exc):
                 raise
         for doc in docs:  # find the culprit(s): every other event is stored
             try:
                 await self.collection.insert_one(doc)
-            except PyMongoError as exc:
+            except (PyMongoError, *UNENCODABLE) as exc:
                 if getattr(exc, "code", None) == DUPLICATE_KEY:
                     continue
-                if _is_transient(exc):
+                if not _refuses_event(exc):
                     raise
-                await self._set_aside(doc, exc)
-            except (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError) as exc:
                 await self._set_aside(doc, exc)
 
     async def _set_aside(self, doc: dict[str, Any], exc: BaseException) -> None:
