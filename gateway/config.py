@@ -319,8 +319,11 @@ class IdP(Strict):
         return self.display_name or self.id
 
 
-URI_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,63}")
-UNSAFE_SCHEMES = frozenset({"http", "https", "javascript", "data", "file", "blob", "vbscript"})
+# An app's own scheme, by an allow-list of shapes rather than a deny-list of browser schemes:
+# a reverse-DNS name (org.jitsi.meet, com.example.meet: the form the mobile apps use and no
+# browser-handled scheme has), or the Jitsi desktop app's own jitsi-meet.
+APP_SCHEME = re.compile(r"[a-z][a-z0-9-]{0,30}(\.[a-z0-9][a-z0-9-]{0,30}){1,6}")
+DESKTOP_SCHEMES = frozenset({"jitsi-meet"})
 ANDROID_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
 
 
@@ -341,10 +344,10 @@ class Apps(Strict):
     @field_validator("ios_scheme", "android_scheme", "electron_scheme")
     @classmethod
     def _scheme(cls, v: str | None) -> str | None:
-        if v is not None and (not URI_SCHEME.fullmatch(v) or v in UNSAFE_SCHEMES):
+        if v is not None and not (APP_SCHEME.fullmatch(v) or v in DESKTOP_SCHEMES):
             raise ValueError(
-                f"{v!r} is not an app's URI scheme (lower-case letters, digits, + . -; "
-                "not http, https, javascript, data, file, blob)"
+                f"{v!r} is not an app's own URI scheme: a reverse-DNS name such as "
+                "com.example.meet (lower-case), or jitsi-meet"
             )
         return v
 

@@ -293,6 +293,10 @@ async def test_white_labelled_app_schemes_and_apps_switched_off(
     [
         {"ios_scheme": "javascript"},
         {"electron_scheme": "https"},
+        {"electron_scheme": "view-source"},  # browser schemes a deny-list would miss
+        {"ios_scheme": "intent"},
+        {"android_scheme": "ms-settings"},
+        {"ios_scheme": "chrome"},
         {"android_scheme": "Org Jitsi"},
         {"android_package": "jitsi"},
     ],
