@@ -123,7 +123,7 @@ async def run_server(
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.context import Gateway
     from gateway.devtools.embedded import EmbeddedMongo
-    from gateway.serving import DrainingHTTPServer
+    from gateway.serving import FileLimitTooLow, ensure_file_limit, make_server
     from gateway.store import Store
 
     embedded = None
@@ -154,7 +154,11 @@ async def run_server(
         await warm_up(gateway)
         if sockets is None:
             sockets = bind_sockets(settings.listen.port, settings.listen.host)
-        server = DrainingHTTPServer(make_app(gateway), xheaders=False)
+        try:
+            ensure_file_limit(settings.listen.max_connections)
+        except FileLimitTooLow as exc:
+            raise ConfigError([str(exc)]) from None
+        server = make_server(make_app(gateway), settings.listen)
         server.add_sockets(sockets)
         log.info(
             "listening on %s:%s, public URL %s (event loop: %s)",

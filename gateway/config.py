@@ -69,6 +69,26 @@ class Listen(Strict):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop (libuv; about a third less CPU per request) or asyncio's own"
     )
+    # Limits on the gateway's own port (gateway/serving.py): nothing it serves needs more.
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body (forms, logout tokens); larger ones get 400 unread",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="request line plus headers"
+    )
+    idle_seconds: float = Field(
+        75.0,
+        gt=0,
+        le=3600,
+        description="an idle keep-alive connection, or one sending no headers (above nginx's 60 s)",
+    )
+    body_seconds: float = Field(30.0, gt=0, le=3600, description="time to send a request body")
+    max_connections: int = Field(
+        2000, ge=1, le=1_000_000, description="open connections per process; more are closed"
+    )
 
 
 class Mongo(Strict):
@@ -299,8 +319,11 @@ class IdP(Strict):
         return self.display_name or self.id
 
 
-URI_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,63}")
-UNSAFE_SCHEMES = frozenset({"http", "https", "javascript", "data", "file", "blob", "vbscript"})
+# An app's own scheme, by an allow-list of shapes rather than a deny-list of browser schemes:
+# a reverse-DNS name (org.jitsi.meet, com.example.meet: the form the mobile apps use and no
+# browser-handled scheme has), or the Jitsi desktop app's own jitsi-meet.
+APP_SCHEME = re.compile(r"[a-z][a-z0-9-]{0,30}(\.[a-z0-9][a-z0-9-]{0,30}){1,6}")
+DESKTOP_SCHEMES = frozenset({"jitsi-meet"})
 ANDROID_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
 
 
@@ -321,10 +344,10 @@ class Apps(Strict):
     @field_validator("ios_scheme", "android_scheme", "electron_scheme")
     @classmethod
     def _scheme(cls, v: str | None) -> str | None:
-        if v is not None and (not URI_SCHEME.fullmatch(v) or v in UNSAFE_SCHEMES):
+        if v is not None and not (APP_SCHEME.fullmatch(v) or v in DESKTOP_SCHEMES):
             raise ValueError(
-                f"{v!r} is not an app's URI scheme (lower-case letters, digits, + . -; "
-                "not http, https, javascript, data, file, blob)"
+                f"{v!r} is not an app's own URI scheme: a reverse-DNS name such as "
+                "com.example.meet (lower-case), or jitsi-meet"
             )
         return v
 

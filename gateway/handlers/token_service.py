@@ -159,6 +159,12 @@ class TokenHandler(GatewayHandler):
             self.answer(404, {"error": "invalid_request", "error_description": "not enabled"})
             return
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        # Decoded leniently once: a value that is not UTF-8 is still refused as JSON with
+        # an audit event (Tornado's get_body_argument would answer an HTML 400 instead).
+        form = {
+            k: [v.decode("utf-8", "replace") for v in vs]
+            for k, vs in self.request.body_arguments.items()
+        }
         try:
             if content_type != "application/x-www-form-urlencoded":
                 raise TokenServiceError(
@@ -170,10 +176,6 @@ class TokenHandler(GatewayHandler):
                 raise TokenServiceError(
                     "invalid_request", "body too large", "token_request_invalid"
                 )
-            form = {
-                k: [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in self.request.body_arguments.items()
-            }
             answer = await service.token(form)
         except TokenServiceError as exc:
             await self.audit(
@@ -181,8 +183,8 @@ class TokenHandler(GatewayHandler):
                 "failure",
                 reason=exc.reason,
                 detail=exc.description,
-                grant_type=self.get_body_argument("grant_type", None),
-                client_id=self.get_body_argument("client_id", None),
+                grant_type=(form.get("grant_type") or [None])[-1],
+                client_id=(form.get("client_id") or [None])[-1],
                 **exc.audit,
             )
             self.answer(exc.status, {"error": exc.error, "error_description": exc.description})

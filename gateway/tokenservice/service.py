@@ -159,6 +159,8 @@ class TokenService:
         doc = await self.store.grants.live_refresh(token, now)
         if doc is None or doc["client_id"] != request.client.client_id:
             return True
+        if await self.store.grants.family_revoked(doc["family"]):  # revoked mid-refresh
+            return True
         return await self.store.sessions.record_by_hash(doc["session"], now) is None
 
     async def issue_code(self, request: AuthorizeRequest, session_hash: str) -> str:
@@ -215,7 +217,7 @@ class TokenService:
         if mine is None:
             if seen is not None and seen.get("used_at") is not None:
                 # A code redeemed twice: whoever redeemed it first may be an attacker.
-                await self.store.grants.revoke_family(seen["family"])
+                await self.store.grants.revoke_family(seen["family"], self._family_limit(now))
                 raise _invalid_grant("code already used; what it issued is revoked")
             raise _invalid_grant("code unknown or expired")
         if mine["client_id"] != client.client_id:
@@ -241,7 +243,9 @@ class TokenService:
         mine, seen = await self.store.grants.use_refresh(token, now)
         if mine is None:
             if seen is not None and seen.get("used_at") is not None and not seen.get("revoked"):
-                revoked = await self.store.grants.revoke_family(seen["family"])
+                revoked = await self.store.grants.revoke_family(
+                    seen["family"], self._family_limit(now)
+                )
                 raise TokenServiceError(
                     "invalid_grant",
                     "refresh token already used; its family is revoked",
@@ -253,7 +257,7 @@ class TokenService:
             raise _invalid_grant("refresh token issued to another client")
         session = await self.store.sessions.record_by_hash(mine["session"], now)
         if session is None:
-            await self.store.grants.revoke_family(mine["family"])
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
             raise _invalid_grant("the sign-in session has ended")
         return await self._answer(
             client, session.identity, mine, mine["family_expires_at"], event="token_refreshed"
@@ -272,7 +276,7 @@ class TokenService:
         try:
             minted, decision = room_token(self.policy, self.tokens, identity, room, tenant)
         except GatewayError as exc:  # the policy, re-checked: a removed group counts now
-            await self.store.grants.revoke_family(grant["family"])
+            await self.store.grants.revoke_family(grant["family"], self._family_limit(self.now()))
             rule = exc.audit.get("rule")
             raise _invalid_grant("the policy refuses this room now", rule=rule) from None
         now = self.now()
@@ -291,6 +295,12 @@ class TokenService:
                 "expires_at": family_expires,
             },
         )
+        # After the insert: a revocation that raced this step (a reused code or refresh
+        # token, a session end) has either marked the family by now or will revoke the
+        # record just inserted (see gateway/store/grants.py).
+        if await self.store.grants.family_revoked(grant["family"]):
+            await self.store.grants.revoke_family(grant["family"], self._family_limit(now))
+            raise _invalid_grant("the token family was revoked meanwhile")
         issued = int(now.timestamp())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -323,6 +333,10 @@ class TokenService:
             "refresh_family": grant["family"][:16],
         }
         return TokenAnswer(body, identity, room, tenant, audit)
+
+    def _family_limit(self, now: datetime) -> datetime:
+        """The latest a family started by now could expire: how long its marker is kept."""
+        return now + timedelta(seconds=self.settings.refresh_token_lifetime_seconds)
 
     def discovery(self) -> dict[str, Any]:
         return {
