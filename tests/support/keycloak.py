@@ -69,6 +69,13 @@ def documented_realm(name: str | None = None) -> dict[str, Any]:
     return realm
 
 
+def _insecure_cookies(client: httpx.AsyncClient) -> None:
+    """Keycloak marks its cookies ``Secure`` even over http; Chromium sends them to
+    127.0.0.1 (a trustworthy origin), httpx's cookie jar does not. Let httpx send them."""
+    for cookie in client.cookies.jar:
+        cookie.secure = False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -301,7 +308,7 @@ class KeycloakRealm:
         cookies and does not follow redirects."""
         origin = urlsplit(self.issuer)[:2]
         url = authorization_url
-        response = await client.get(url)
+        response = await self._get(client, url)
         posted = False
         for _ in range(MAX_HOPS):
             if response.is_redirect:
@@ -309,7 +316,7 @@ class KeycloakRealm:
                 if urlsplit(location)[:2] != origin:
                     return location
                 url = location
-                response = await client.get(url)
+                response = await self._get(client, url)
                 continue
             action = login_form_action(response.text) if response.status_code == 200 else None
             if action is None or posted:
@@ -322,7 +329,14 @@ class KeycloakRealm:
             response = await client.post(
                 url, data={"username": username, "password": password, "credentialId": ""}
             )
+            _insecure_cookies(client)
         raise AssertionError(f"more than {MAX_HOPS} hops at Keycloak")
+
+    @staticmethod
+    async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response:
+        response = await client.get(url)
+        _insecure_cookies(client)
+        return response
 
     async def active_rsa_kids(self) -> list[str]:
         keys = (await self.admin("GET", "/keys")).json()["keys"]
