@@ -27,6 +27,15 @@ if [[ "${1:-}" == "--test" ]]; then
   # A real Keycloak (tests/test_keycloak.py): Java to run it, Maven to fetch it from Central.
   command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || apt_packages+=(maven)
+  # LemonLDAP::NG's portal as a second real OpenID Provider (tests/test_lemonldap.py), run
+  # under plackup; the Perl modules its OpenID Connect issuer and captcha load at start-up
+  # that the package only recommends or does not name (docs/lemonldap.md).
+  [[ -f /usr/share/lemonldap-ng/portal/htdocs/index.psgi ]] || apt_packages+=(
+    liblemonldap-ng-portal-perl libplack-perl
+    libgd-securityimage-perl libimage-magick-perl libstring-random-perl
+    libcrypt-openssl-rsa-perl libcrypt-openssl-bignum-perl libconvert-base32-perl
+    libio-string-perl libipc-run-perl libmime-tools-perl libunicode-string-perl
+  )
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

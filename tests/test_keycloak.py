@@ -424,3 +424,26 @@ async def test_signed_jwt_client_accepted_and_wrong_key_refused(
             [failed] = await events(wrong, "login_failed")
             assert failed["reason"] == "code_exchange_failed"
             assert await session_count(wrong) == 0
+
+
+async def test_logout_after_the_id_token_expired(
+    keycloak: Keycloak, mongo_uri: str, chromium: Browser
+) -> None:
+    """People sign out long after sign-in: Keycloak's ID tokens live as long as its access
+    tokens (5 minutes by default), so the ``id_token_hint`` the gateway sends at logout has
+    usually expired. Keycloak must still end its session without asking."""
+    representation = documented_realm(f"short-{secrets.token_hex(4)}")
+    representation["users"] = USERS[:1]
+    representation["accessTokenLifespan"] = 10
+    realm = await keycloak.import_realm(representation)
+    async with with_standin(realm, mongo_uri) as (jitsi, gw):
+        page = await chromium.new_page()
+        await page.goto(f"{jitsi}/standup")
+        await keycloak_login(page, "alice")
+        await room_claims(page)
+        await asyncio.sleep(15)  # the ID token (exp = iat + 10 s) has expired
+        await page.goto(f"{gw.url}/oidc/logout")
+        await page.click("#logout")
+        await page.wait_for_url(f"{gw.url}/oidc/logged-out**", timeout=60_000)
+        await page.goto(f"{jitsi}/retro")
+        await page.wait_for_selector("#kc-login", timeout=60_000)

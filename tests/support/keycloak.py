@@ -135,6 +135,8 @@ class Keycloak:
                 f"--http-port={port}",
                 "--hostname-strict=false",
                 "--health-enabled=true",
+                # The management interface (health) defaults to the fixed port 9000.
+                f"--http-management-port={_free_port()}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
