@@ -209,9 +209,7 @@ async def test_roles_and_groups_decide_policy(
         assert "keycloak:/contractors" in refused["groups"]
 
 
-async def test_email_missing_or_unverified(
-    realm: KeycloakRealm, mongo_uri: str, browser: httpx.AsyncClient
-) -> None:
+async def test_email_missing_or_unverified(realm: KeycloakRealm, mongo_uri: str) -> None:
     """docs/adapters.md: e-mail and email_verified as the IdP asserts, never defaulted. Bob has
     none: no e-mail in the token, named by first and last name. Carol's is unverified: it
     does not satisfy an e-mail domain rule (alice's verified one does)."""
@@ -240,7 +238,6 @@ async def test_email_missing_or_unverified(
         assert logins["carol"]["rule"] == 'rule 2 "staff"'
         assert logins["alice"]["email_verified"] is True
         assert "email" not in logins["bob"] and logins["bob"]["email_verified"] is False
-    del browser
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -447,3 +444,28 @@ async def test_logout_after_the_id_token_expired(
         await page.wait_for_url(f"{gw.url}/oidc/logged-out**", timeout=60_000)
         await page.goto(f"{jitsi}/retro")
         await page.wait_for_selector("#kc-login", timeout=60_000)
+
+
+async def test_pkce_required_by_the_documented_client(realm: KeycloakRealm, mongo_uri: str) -> None:
+    """docs/keycloak.md's client requires PKCE S256: an authorization request without a
+    challenge (the gateway's, stripped) comes back as Keycloak's error redirect, which the
+    gateway turns into its idp_error page and audit event."""
+    async with kc_gateway(realm, mongo_uri) as gw:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
+            start = await person.get(f"{gw.url}/oidc/auth", params={"room": "standup"})
+            assert start.status_code == 302
+            stripped = with_query(
+                start.headers["location"], code_challenge=None, code_challenge_method=None
+            )
+            answer = await person.get(stripped)
+            assert answer.status_code == 302, answer.text
+            callback = answer.headers["location"]
+            assert callback.startswith(f"{gw.url}/oidc/redirect/keycloak?")
+            query = parse_qs(urlsplit(callback).query)
+            assert query["error"] == ["invalid_request"]
+            response = await person.get(callback)
+        assert response.status_code == 401
+        assert "Sign-in was not completed" in response.text
+        [failed] = await events(gw, "login_failed")
+        assert failed["reason"] == "idp_error"
+        assert await session_count(gw) == 0
