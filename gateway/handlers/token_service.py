@@ -156,7 +156,7 @@ class TokenHandler(GatewayHandler):
                 k: [v.decode("utf-8", "replace") for v in vs]
                 for k, vs in self.request.body_arguments.items()
             }
-            answer = await service.token(form)
+            answer = await service.token(form, self.caller())
         except TokenServiceError as exc:
             await self.audit(
                 "token_refused",
