@@ -36,9 +36,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 60  # during an outage that is allowed: how often the IdP is asked again
 
 
-def first_revalidation(
-    config: IdP, now: datetime, has_refresh_token: bool
-) -> datetime | None:
+def first_revalidation(config: IdP, now: datetime, has_refresh_token: bool) -> datetime | None:
     """When a new session first asks its IdP (None: revalidation off): after the interval
     with a refresh token, at the maximum session age without one."""
     if config.revalidate_seconds == 0:
@@ -94,7 +92,9 @@ class Revalidator:
             return False
         except RefreshUnavailable as exc:
             return await self._outage(caller, record, cfg, now, str(exc))
-        sealed = self.sealer.seal(answer.refresh_token, record.key) if answer.refresh_token else None
+        sealed = (
+            self.sealer.seal(answer.refresh_token, record.key) if answer.refresh_token else None
+        )
         await sessions.revalidated(
             record.key,
             next_at=now + timedelta(seconds=cfg.revalidate_seconds),
