@@ -163,7 +163,8 @@ async def chromium_sign_in(page: Page, gw: GatewayUnderTest) -> None:
 async def test_idp_logout_page_ends_the_session_in_chromium(
     chromium: Browser, fgw: GatewayUnderTest, op: TestOP
 ) -> None:
-    page = await chromium.new_page()
+    context = await chromium.new_context()  # one browser profile, two tabs
+    page = await context.new_page()
     await chromium_sign_in(page, fgw)
     (doc,) = await sessions(fgw)
     sid = doc["idp_sid"]
@@ -176,7 +177,7 @@ async def test_idp_logout_page_ends_the_session_in_chromium(
     )
     server.add_sockets(sockets)
     try:
-        other = await page.context.new_page()
+        other = await context.new_page()
         await other.goto(elsewhere)
         await wait_for(lambda: _has_event(fgw))
         (refused,) = await events(fgw, "frontchannel_logout")

@@ -533,6 +533,13 @@ function makeProvider(issuer) {
       ctx.body = page('Test OP error', rows);
     },
   });
+  // ID tokens carry `sid` for front-channel clients that require it, as for back-channel ones.
+  const includeSid = provider.Client.prototype.includeSid;
+  provider.Client.prototype.includeSid = function includeSidForFrontchannel() {
+    const meta = this.metadata();
+    return includeSid.call(this)
+      || Boolean(meta.frontchannel_logout_uri && meta.frontchannel_logout_session_required);
+  };
   provider.use(testHooksMiddleware);
   provider.use(frontchannelMiddleware);
   provider.use(tamperMiddleware);
