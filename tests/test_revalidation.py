@@ -22,6 +22,8 @@ from gateway.hashing import sha256_hex
 from gateway.sealing import Sealer, sealing_key
 from tests.support.gateway import JITSI_BASE, GatewayUnderTest, start_gateway
 from tests.support.op import TestOP
+from tests.support.token_service import CLIENT_ID, token_service_gateway
+from tests.test_token_service import SSO, full_grant, token_request
 
 ACCOUNTS: list[dict[str, Any]] = [
     {
@@ -30,7 +32,7 @@ ACCOUNTS: list[dict[str, Any]] = [
         "password": f"{name}-pw",
         "claims": {"name": name.title(), "email": f"{name}@example.org", "email_verified": True},
     }
-    for name in ("carol", "dave", "erin", "frank")
+    for name in ("carol", "dave", "erin", "frank", "alice")
 ]
 REFRESHING = {"grant_types": ["authorization_code", "refresh_token"]}
 
@@ -268,6 +270,42 @@ async def test_revalidation_off(rop: TestOP, mongo_uri: str, browser: httpx.Asyn
         assert doc is not None and "idp_refresh" not in doc and "revalidate_at" not in doc
         later(gw, 7200)
         assert has_token(await room(gw, browser))
+
+
+@pytest.mark.asyncio
+async def test_token_service_refresh_revalidates(
+    rop: TestOP, mongo_uri: str, browser: httpx.AsyncClient
+) -> None:
+    """Jitsi's sso.html refreshing its token: the same revalidation; a disabled account's
+    refresh is refused and the session's token-service refresh tokens are revoked."""
+    async with token_service_gateway(
+        rop, mongo_uri, SSO, client_metadata=lambda _url: REFRESHING
+    ) as gw:
+        body, _ = await full_grant(gw, rop, browser)
+        later(gw, 301)
+        posts = token_posts(gw)
+        ok = await token_request(
+            gw, grant_type="refresh_token", refresh_token=body["refresh_token"], client_id=CLIENT_ID
+        )
+        assert ok.status_code == 200, ok.text
+        assert token_posts(gw) == posts + 1  # revalidated at the IdP on the way
+        await rop.set_account_disabled("alice-sub")
+        try:
+            later(gw, 301)
+            refused = await token_request(
+                gw,
+                grant_type="refresh_token",
+                refresh_token=ok.json()["refresh_token"],
+                client_id=CLIENT_ID,
+            )
+        finally:
+            await rop.set_account_disabled("alice-sub", False)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert "IdP ended the sign-in" in refused.json()["error_description"]
+        assert await session_doc(gw) is None
+        (ended,) = await events(gw, "session_revalidation_failed")
+        assert ended["reason"] == "idp_revoked" and ended["refresh_tokens_revoked"] >= 1
+        assert await gw.store.grants.refresh.count_documents({"revoked": {"$ne": True}}) == 0
 
 
 def _base(**session: Any) -> dict[str, Any]:
