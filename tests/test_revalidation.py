@@ -9,6 +9,7 @@ waiting; the OP's clock is not, so its tokens stay valid.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
@@ -345,3 +346,45 @@ def test_outage_setting_is_checked() -> None:
     data["idps"][0]["revalidate_outage"] = "maybe"
     with pytest.raises(ConfigError, match=r"idps\[0\]\.revalidate_outage"):
         settings_from_dict(data)
+
+
+def person_path(gw: GatewayUnderTest) -> dict[tuple[str, str], int]:
+    """Store commands so far, audit inserts left out (they go behind the answer)."""
+    counts = gw.store.commands.counts
+    return {k: v for k, v in counts.items() if k[1] not in ("audit", "") and k[0] != "ping"}
+
+
+def added(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+@pytest.mark.asyncio
+async def test_cost_on_the_persons_path(
+    rgw: GatewayUnderTest, rop: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """Nothing due: a room request is one hop and one session read, as without
+    revalidation. Due: one token-endpoint call and two session updates more (the claim and
+    the answer). The figures are printed for docs/performance.md (run with -s)."""
+    await sign_in(rgw, rop, browser, "erin")
+    rounds = 10  # the clock moves 301 s each: the OP's ID tokens live an hour
+    before, posts, cpu = person_path(rgw), token_posts(rgw), time.process_time()
+    for _ in range(rounds):
+        assert has_token(await room(rgw, browser))  # one hop: straight to the room
+    quiet = added(person_path(rgw), before)
+    quiet_cpu = (time.process_time() - cpu) / rounds
+    assert quiet == {("find", "sessions"): rounds}
+    assert token_posts(rgw) == posts
+    before, posts, cpu = person_path(rgw), token_posts(rgw), time.process_time()
+    for _ in range(rounds):
+        later(rgw, 301)
+        assert has_token(await room(rgw, browser))
+    due = added(person_path(rgw), before)
+    due_cpu = (time.process_time() - cpu) / rounds
+    assert due == {("find", "sessions"): rounds, ("update", "sessions"): 2 * rounds}
+    assert token_posts(rgw) == posts + rounds
+    assert len(await events(rgw, "session_revalidated")) == rounds
+    print(
+        f"\nroom request, nothing due: {quiet_cpu * 1000:.2f} ms CPU (gateway + test client), "
+        f"store {quiet}; due: {due_cpu * 1000:.2f} ms CPU, store per request "
+        f"{ {k: v / rounds for k, v in due.items()} }, 1 IdP call"
+    )
