@@ -24,6 +24,9 @@ if [[ "${1:-}" == "--test" ]]; then
   command -v wrk >/dev/null || apt_packages+=(wrk)
   # Its instructions per operation (callgrind_control; --smoke in tests).
   command -v callgrind_control >/dev/null || apt_packages+=(valgrind)
+  # A real Keycloak (tests/test_keycloak.py): Java to run it, Maven to fetch it from Central.
+  command -v java >/dev/null || apt_packages+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || apt_packages+=(maven)
 fi
 if ((${#apt_packages[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -47,4 +50,7 @@ fi
 if [[ "${1:-}" == "--test" ]]; then
   # Jitsi Meet's own URL-reading code, the judge of the URLs the gateway delivers.
   bash tests/op/fetch-jitsi-source.sh
+  # Keycloak's server distribution from Maven Central, pinned and checked, unpacked once into
+  # the cache tests/support/keycloak.py reads (each test run starts a copy of it).
+  bash tests/op/fetch-keycloak.sh
 fi

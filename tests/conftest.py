@@ -26,6 +26,7 @@ from gateway.devtools.embedded import EmbeddedMongo
 from gateway.devtools.op import TestOP
 from tests.support.browser import launch_chromium
 from tests.support.gateway import GatewayUnderTest, start_gateway
+from tests.support.keycloak import Keycloak
 
 ID_TOKEN_TTL = 120
 EVENT_LOOP = os.environ.get("JOG_TEST_EVENT_LOOP") or Listen().event_loop
@@ -135,3 +136,21 @@ async def chromium(chromium_process: Browser) -> AsyncIterator[Browser]:
     for context in chromium_process.contexts:
         if context not in before:
             await context.close()
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[Keycloak]:
+    """One real Keycloak per pytest process, started on first use (40-120 s on a busy
+    machine). Import a realm per module with ``await keycloak.import_realm(...)``; see
+    tests/support/keycloak.py. Keep Keycloak tests in few modules: under ``--dist loadfile``
+    each worker that runs one pays the start. ``JOG_KEYCLOAK_URL=http://127.0.0.1:P`` uses a
+    server already running (started as ``Keycloak.start`` does, e.g. while writing tests)."""
+    attached = os.environ.get("JOG_KEYCLOAK_URL")
+    if attached:  # a Keycloak started by hand (same admin password): no start, no stop
+        yield Keycloak.attach(attached)
+        return
+    server = Keycloak.start()
+    try:
+        yield server
+    finally:
+        server.stop()
