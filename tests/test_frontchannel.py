@@ -192,7 +192,8 @@ async def test_idp_logout_page_ends_the_session_in_chromium(
     await page.goto(f"{op.issuer}/session/end")
     await page.click("#logout")
     await page.wait_for_selector("#signed-out", timeout=30_000)
-    await wait_for(lambda: _no_sessions(fgw))
+    await wait_for(lambda: _two_events(fgw))  # written after the session is gone
+    assert await _no_sessions(fgw)
     done = (await events(fgw, "frontchannel_logout"))[-1]
     assert done["outcome"] == "success" and done["sessions_ended"] == 1
     cookies = {c["name"] for c in await page.context.cookies(fgw.url)}
@@ -204,6 +205,10 @@ async def test_idp_logout_page_ends_the_session_in_chromium(
 
 async def _has_event(gw: GatewayUnderTest) -> bool:
     return bool(await events(gw, "frontchannel_logout"))
+
+
+async def _two_events(gw: GatewayUnderTest) -> bool:
+    return len(await events(gw, "frontchannel_logout")) >= 2
 
 
 async def _no_sessions(gw: GatewayUnderTest) -> bool:

@@ -57,7 +57,12 @@ def documented_settings(block: int = 0) -> dict[str, Any]:
 
 @asynccontextmanager
 async def kc_gateway(
-    realm: KeycloakRealm, mongo_uri: str, *, client_id: str = "jitsi-gateway", **idp: Any
+    realm: KeycloakRealm,
+    mongo_uri: str,
+    *,
+    client_id: str = "jitsi-gateway",
+    policy: dict[str, Any] | None = None,
+    **idp: Any,
 ) -> AsyncIterator[GatewayUnderTest]:
     documented = documented_settings()
     entry = {k: v for k, v in documented["idps"][0].items() if k not in ("client_secret",)}
@@ -68,7 +73,7 @@ async def kc_gateway(
         mongo_uri,
         client_metadata=lambda _url: {"client_id": client_id},
         idp=entry,
-        policy=documented["policy"],
+        policy=policy or documented["policy"],
     ) as gw:
         yield gw
 
@@ -87,6 +92,20 @@ async def set_enabled(realm: KeycloakRealm, username: str, enabled: bool) -> Non
     user["enabled"] = enabled
     response = await realm.admin("PUT", f"/users/{uid}", json=user)
     assert response.status_code in (200, 204), response.text
+
+
+def person() -> httpx.AsyncClient:
+    """One browser's cookies, no redirects followed. Keycloak marks its login cookies
+    ``Secure``; browsers send them to http://127.0.0.1 (a loopback origin counts as
+    secure), Python's cookie jar does not: the jar keeps them as plain cookies instead."""
+    client = httpx.AsyncClient(follow_redirects=False, timeout=60)
+
+    async def loopback_is_secure(_response: httpx.Response) -> None:
+        for cookie in client.cookies.jar:
+            cookie.secure = False
+
+    client.event_hooks["response"] = [loopback_is_secure]
+    return client
 
 
 async def events(gw: GatewayUnderTest, name: str) -> list[dict[str, Any]]:
@@ -111,27 +130,27 @@ def has_token(response: httpx.Response) -> bool:
     return response.status_code == 302 and location.startswith(JITSI_BASE) and "jwt=" in location
 
 
-async def room(gw: GatewayUnderTest, person: httpx.AsyncClient) -> httpx.Response:
-    return await person.get(f"{gw.url}/oidc/auth", params={"room": "standup"})
+async def room(gw: GatewayUnderTest, browser: httpx.AsyncClient) -> httpx.Response:
+    return await browser.get(f"{gw.url}/oidc/auth", params={"room": "standup"})
 
 
 async def test_disabled_in_keycloak_loses_access_within_one_interval(
     realm: KeycloakRealm, mongo_uri: str
 ) -> None:
     async with kc_gateway(realm, mongo_uri, revalidate_seconds=INTERVAL) as gw:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-            signed = await gw.sign_in(person, realm, "standup", "grace", "grace-pw")
+        async with person() as browser:
+            signed = await gw.sign_in(browser, realm, "standup", "grace", "grace-pw")
             assert has_token(signed), signed.text
             doc = await gw.store.sessions.collection.find_one({})
             assert doc is not None and isinstance(doc["idp_refresh"], bytes)
             # Keycloak answers a due revalidation: access stays.
             await asyncio.sleep(INTERVAL + 0.5)
-            assert has_token(await room(gw, person))
+            assert has_token(await room(gw, browser))
             assert len(await events(gw, "session_revalidated")) == 1
             await set_enabled(realm, "grace", False)
             try:
                 await asyncio.sleep(INTERVAL + 0.5)
-                refused = await room(gw, person)
+                refused = await room(gw, browser)
                 assert refused.status_code == 302
                 assert refused.headers["location"].startswith(realm.issuer)  # to Keycloak
                 assert await sessions(gw) == 0
@@ -140,10 +159,10 @@ async def test_disabled_in_keycloak_loses_access_within_one_interval(
             finally:
                 await set_enabled(realm, "grace", True)
         # Enabled again, a new sign-in brings access back.
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-            again = await gw.sign_in(person, realm, "standup", "grace", "grace-pw")
+        async with person() as browser:
+            again = await gw.sign_in(browser, realm, "standup", "grace", "grace-pw")
             assert has_token(again)
-            assert has_token(await room(gw, person))
+            assert has_token(await room(gw, browser))
 
 
 async def test_admin_revoking_the_keycloak_session_ends_access(
@@ -155,11 +174,11 @@ async def test_admin_revoking_the_keycloak_session_ends_access(
         await update_client(
             realm, "jitsi-gateway", lambda c: c["attributes"].update({"backchannel.logout.url": ""})
         )
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-            assert has_token(await gw.sign_in(person, realm, "standup", "heidi", "heidi-pw"))
+        async with person() as browser:
+            assert has_token(await gw.sign_in(browser, realm, "standup", "heidi", "heidi-pw"))
             await realm.admin("POST", f"/users/{await realm.user_id('heidi')}/logout")
             await asyncio.sleep(INTERVAL + 0.5)
-            assert (await room(gw, person)).headers["location"].startswith(realm.issuer)
+            assert (await room(gw, browser)).headers["location"].startswith(realm.issuer)
         (ended,) = await events(gw, "session_revalidation_failed")
         assert ended["reason"] == "idp_revoked"
 
@@ -176,16 +195,16 @@ async def test_keycloak_down_with_allow_keeps_access_for_the_grace(
         revalidate_outage_grace_seconds=INTERVAL,
         http_timeout_seconds=5,
     ) as gw:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-            assert has_token(await gw.sign_in(person, realm, "standup", "ivan", "ivan-pw"))
+        async with person() as browser:
+            assert has_token(await gw.sign_in(browser, realm, "standup", "ivan", "ivan-pw"))
             meta = await gw.gateway.idps["keycloak"].rp.metadata()
             object.__setattr__(meta, "token_endpoint", "http://127.0.0.1:9/token")
             await asyncio.sleep(INTERVAL + 0.5)
-            assert has_token(await room(gw, person))  # kept: the grace has begun
+            assert has_token(await room(gw, browser))  # kept: the grace has begun
             (kept,) = await events(gw, "session_revalidation_failed")
             assert kept["access_kept"] is True and "unreachable" in kept["detail"]
             await asyncio.sleep(INTERVAL + 0.5)
-            assert (await room(gw, person)).headers["location"].startswith(realm.issuer)
+            assert (await room(gw, browser)).headers["location"].startswith(realm.issuer)
             assert (await events(gw, "session_revalidation_failed"))[-1]["access_kept"] is False
 
 
@@ -200,20 +219,20 @@ async def test_par_with_keycloak(realm: KeycloakRealm, mongo_uri: str) -> None:
         async with kc_gateway(realm, mongo_uri, par="always") as gw:
             # Keycloak refuses this client's front-channel requests from now on.
             await update_client(realm, "jitsi-gateway", require_par)
-            async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-                start = await room(gw, person)
+            async with person() as browser:
+                start = await room(gw, browser)
                 query = parse_qs(urlsplit(start.headers["location"]).query)
                 assert set(query) == {"client_id", "request_uri"}
                 assert query["request_uri"][0].startswith("urn:ietf:params:oauth:request_uri:")
                 callback = await realm.login_over_http(
-                    person, start.headers["location"], "judy", "judy-pw"
+                    browser, start.headers["location"], "judy", "judy-pw"
                 )
-                assert has_token(await person.get(callback))
+                assert has_token(await browser.get(callback))
         async with kc_gateway(realm, mongo_uri, par="never") as gw:
             await update_client(realm, "jitsi-gateway", require_par)
-            async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-                start = await room(gw, person)
-                refused = await person.get(start.headers["location"])
+            async with person() as browser:
+                start = await room(gw, browser)
+                refused = await browser.get(start.headers["location"])
                 assert refused.status_code == 400 or "error=" in refused.headers.get("location", "")
     finally:
         await update_client(
@@ -234,20 +253,21 @@ async def test_par_with_signed_jwt_client(
         realm,
         mongo_uri,
         client_id=documented["client_id"],
+        policy={"default": "allow", "rules": []},  # this client maps no groups
         par="always",
         token_endpoint_auth_method="private_key_jwt",
         client_assertion={**documented["client_assertion"], "key_file": str(key)},
     ) as gw:
-        async with httpx.AsyncClient(follow_redirects=False, timeout=60) as person:
-            start = await room(gw, person)
+        async with person() as browser:
+            start = await room(gw, browser)
             assert set(parse_qs(urlsplit(start.headers["location"]).query)) == {
                 "client_id",
                 "request_uri",
             }
             callback = await realm.login_over_http(
-                person, start.headers["location"], "judy", "judy-pw"
+                browser, start.headers["location"], "judy", "judy-pw"
             )
-            assert has_token(await person.get(callback))
+            assert has_token(await browser.get(callback))
 
 
 async def test_frontchannel_logout_from_keycloak_in_chromium(
@@ -281,9 +301,11 @@ async def test_frontchannel_logout_from_keycloak_in_chromium(
         await page.goto(f"{realm.issuer}/protocol/openid-connect/logout")
         await page.click("#kc-logout")
 
-        async def ended() -> bool:
-            return await sessions(gw) == 0
+        async def ended() -> bool:  # the event is written after the session is gone
+            return bool(await events(gw, "frontchannel_logout"))
 
         await wait_for(ended, 60)
         (done,) = await events(gw, "frontchannel_logout")
         assert done["outcome"] == "success" and done["sessions_ended"] == 1
+        assert await sessions(gw) == 0
+        assert await events(gw, "backchannel_logout") == []  # the front channel did it
