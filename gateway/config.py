@@ -133,6 +133,22 @@ class Cookies(Strict):
 class Session(Strict):
     lifetime_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
     flow_lifetime_seconds: int = Field(600, ge=30, le=3600)
+    refresh_token_key: SecretStr | None = Field(
+        None,
+        description="key (32+ characters) that encrypts the IdPs' refresh tokens at rest "
+        "(AES-256-GCM); default: derived from cookies.secret",
+    )
+
+    @field_validator("refresh_token_key")
+    @classmethod
+    def _key_strength(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        if v.get_secret_value().startswith("CHANGE-ME"):
+            raise ValueError("is still the example placeholder; set a random value of 32+ chars")
+        if len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (use a random value)")
+        return v
 
 
 class Avatar(Strict):
@@ -247,6 +263,36 @@ class IdP(Strict):
     )
     picture_avatar: bool = Field(
         False, description="use the IdP's https picture claim as the Jitsi avatar"
+    )
+    revalidate_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="ask the IdP (refresh token) at most this long after the last answer "
+        "whether the person may still sign in; 0: never",
+    )
+    revalidate_outage: Literal["allow", "refuse"] = Field(
+        "allow",
+        description="the IdP unreachable at revalidation: allow (for at most "
+        "revalidate_outage_grace_seconds) or refuse (end the session)",
+    )
+    revalidate_outage_grace_seconds: int = Field(900, ge=0, le=86400)
+    max_session_age_seconds: int = Field(
+        3600,
+        ge=60,
+        le=30 * 86400,
+        description="with revalidation on but no refresh token from the IdP: the person "
+        "signs in at the IdP again after this long",
+    )
+    par: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="pushed authorization requests (RFC 9126): auto uses them when the IdP "
+        "requires them",
+    )
+    frontchannel_logout: bool = Field(
+        True,
+        description="accept OpenID Connect front-channel logout at "
+        "/oidc/frontchannel-logout/<id> (framed by this IdP's pages only)",
     )
 
     @field_validator("email_domains", "tenants")

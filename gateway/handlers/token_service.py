@@ -176,7 +176,7 @@ class TokenHandler(GatewayHandler):
                 raise TokenServiceError(
                     "invalid_request", "body too large", "token_request_invalid"
                 )
-            answer = await service.token(form)
+            answer = await service.token(form, self.caller())
         except TokenServiceError as exc:
             await self.audit(
                 "token_refused",

@@ -70,6 +70,9 @@ EVENTS = (
     "token_refreshed",
     "token_refused",
     "admin_session_ended",
+    "session_revalidated",
+    "session_revalidation_failed",
+    "frontchannel_logout",
 )
 OUTCOMES = ("success", "failure", "info")
 

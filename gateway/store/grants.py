@@ -91,6 +91,16 @@ class GrantStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from None
 
+    async def revoke_session(self, session_hash: str) -> int:
+        """Revoke every refresh token of one gateway session (the IdP ended it)."""
+        try:
+            done = await self.refresh.update_many(
+                {"session": session_hash, "revoked": {"$ne": True}}, {"$set": {"revoked": True}}
+            )
+        except PyMongoError as exc:
+            raise _unavailable(exc) from None
+        return done.modified_count
+
     async def live_refresh(self, token: str, now: datetime) -> dict[str, Any] | None:
         """The refresh token's record if it could still be used now (unused, not revoked,
         unexpired); read only, nothing is used or revoked."""

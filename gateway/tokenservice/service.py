@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from gateway.oidc.pkce import s256_challenge
 from gateway.policy import Policy
 from gateway.room_token import room_token
 from gateway.store import Store
+from gateway.store.sessions import SessionRecord
 from gateway.tokenservice.keys import SigningKey
 from gateway.tokenservice.settings import TokenClient, TokenServiceSettings
 
@@ -116,6 +117,14 @@ class TokenService:
         self.policy = policy
         self.tokens = tokens
         self.clock = clock
+        # Set by the gateway: (caller, session record) -> False when the IdP ended the
+        # sign-in (gateway.revalidation; the caller is the request's, for the audit event).
+        self.revalidate: Callable[[Any, SessionRecord], Awaitable[bool]] | None = None
+
+    async def _still_valid(self, session: SessionRecord, caller: Any) -> bool:
+        if self.revalidate is None or caller is None or session.revalidate_at is None:
+            return True
+        return await self.revalidate(caller, session)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -186,7 +195,8 @@ class TokenService:
 
     # ---- the token endpoint --------------------------------------------------------------
 
-    async def token(self, form: Mapping[str, list[str]]) -> TokenAnswer:
+    async def token(self, form: Mapping[str, list[str]], caller: Any = None) -> TokenAnswer:
+        """``caller``: the request's (audit events of a revalidation it causes)."""
         values = {}
         for name, items in form.items():
             if len(items) != 1:
@@ -205,10 +215,12 @@ class TokenService:
                 "invalid_client", "unknown client_id", "token_request_invalid", status=401
             )
         if grant == "authorization_code":
-            return await self._redeem(client, values)
-        return await self._refresh(client, values)
+            return await self._redeem(client, values, caller)
+        return await self._refresh(client, values, caller)
 
-    async def _redeem(self, client: TokenClient, values: dict[str, str]) -> TokenAnswer:
+    async def _redeem(
+        self, client: TokenClient, values: dict[str, str], caller: Any = None
+    ) -> TokenAnswer:
         code, verifier = values.get("code"), values.get("code_verifier")
         if not code or not verifier or not values.get("redirect_uri"):
             raise _invalid_request("code, redirect_uri and code_verifier are required")
@@ -229,13 +241,18 @@ class TokenService:
         session = await self.store.sessions.record_by_hash(mine["session"], now)
         if session is None:
             raise _invalid_grant("the sign-in session has ended")
+        if not await self._still_valid(session, caller):
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
+            raise _invalid_grant("the IdP ended the sign-in")
         limit = now + timedelta(seconds=self.settings.refresh_token_lifetime_seconds)
         family_expires = min(limit, session.expires_at or limit)
         return await self._answer(
             client, session.identity, mine, family_expires, event="token_issued"
         )
 
-    async def _refresh(self, client: TokenClient, values: dict[str, str]) -> TokenAnswer:
+    async def _refresh(
+        self, client: TokenClient, values: dict[str, str], caller: Any = None
+    ) -> TokenAnswer:
         token = values.get("refresh_token")
         if not token:
             raise _invalid_request("refresh_token is required")
@@ -259,6 +276,9 @@ class TokenService:
         if session is None:
             await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
             raise _invalid_grant("the sign-in session has ended")
+        if not await self._still_valid(session, caller):
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
+            raise _invalid_grant("the IdP ended the sign-in")
         return await self._answer(
             client, session.identity, mine, mine["family_expires_at"], event="token_refreshed"
         )
