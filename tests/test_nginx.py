@@ -438,3 +438,22 @@ async def test_code_and_state_stay_out_of_nginx_logs_when_the_gateway_is_down(
     # Jitsi's own redaction: the room request is logged without its query string.
     assert '"GET /standup?[params_redacted]" 200' in access_log
     assert "abc.def.ghi" not in access_log
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+async def test_http_1_0_without_host_gets_a_relative_location() -> None:
+    """Without a Host header nginx would build the entry rule's Location from the server's
+    address (``http://127.0.0.1:<port>/oidc/auth...``): a relative one names no host."""
+    with plain_nginx(dead_port()) as nginx:
+        answer = raw_request(nginx.port, b"GET /standup HTTP/1.0\r\n\r\n")
+    head = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 302"), head
+    assert "Location: /oidc/auth?room=standup" in head.split("\r\n"), head
