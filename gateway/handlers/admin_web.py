@@ -43,6 +43,7 @@ WEB_PARAMS = ("view", "bucket", "linked")  # the page's own, besides the API's f
 #: What the table leaves out unless the Event or Leave-out filter is given: the operators'
 #: own page views (one per request) would otherwise fill the default page.
 DEFAULT_EXCLUDED = "admin_query"
+CHART_EVENTS = ("login_succeeded", "login_failed")
 TEXT_FILTERS = (  # (parameter, label, hint) in the form's order
     ("since", "Since", "2025-03-01, 24h, 7d, today"),
     ("until", "Until", "exclusive; same forms as since"),
@@ -197,17 +198,17 @@ class AdminPageHandler(AdminPage):
         return {"chart": chart, "rows": rows, "next_url": next_url, "count": len(rows)}
 
     async def chart(self, q: aq.AuditQuery, bucket: str) -> admin_chart.Chart:
-        """Sign-ins and failures per IdP and bucket: two ``stats`` grids by (idp, bucket)."""
-        reader = self.gateway.store.audit.reader
-        grids: list[list[dict[str, Any]]] = []
-        for event in ("login_succeeded", "login_failed"):
-            narrowed = only_event(q, event)
-            if narrowed is None:
-                grids.append([])
-                continue
-            result = await reader.stats(narrowed, bucket, 1, ("idp", bucket))
-            grids.append(result["grid"])
-        return admin_chart.build(bucket, grids[0], grids[1])
+        """Sign-ins and failures per IdP and bucket: one ``grid`` read by (event, idp,
+        bucket) over both event types (two full ``stats`` reads before: 15-21 s at 200,000
+        events)."""
+        events = [e for e in CHART_EVENTS if only_event(q, e) is not None]
+        if not events:
+            return admin_chart.build(bucket, [], [])
+        narrowed = replace(q, fields={**q.fields, "event": events})
+        rows = await self.gateway.store.audit.reader.grid(narrowed, bucket, ("event", "idp"))
+        ok = [r for r in rows if r["event"] == CHART_EVENTS[0]]
+        failed = [r for r in rows if r["event"] == CHART_EVENTS[1]]
+        return admin_chart.build(bucket, ok, failed)
 
     def link(self, params: dict[str, str], **changes: str | None) -> str:
         """This page with ``params`` changed (None removes one)."""

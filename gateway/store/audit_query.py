@@ -618,6 +618,28 @@ def _zone_name(tz: tzinfo) -> str:
     return "UTC" if tz is UTC else str(getattr(tz, "key", "UTC"))
 
 
+async def grid(
+    collection: AsyncCollection, q: AuditQuery, bucket: str, fields: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Counts by ``fields`` and the time bucket only: ``{**fields, bucket, "count"}`` rows,
+    in the same form as ``stats(by=...)``'s grid. The web page's chart needs no more, and
+    one ``$group`` costs a fraction of ``stats``' eight-way ``$facet`` over the same range."""
+    fmt = BUCKETS[bucket].replace("Z", "") if q.tz is not UTC else BUCKETS[bucket]
+    date = {"$dateToString": {"format": fmt, "date": "$time", "timezone": _zone_name(q.tz)}}
+    key = {**{n: f"${n}" for n in fields}, bucket: date}
+    pipeline = [
+        {"$match": mongo_filter(q)},
+        {"$project": {"_id": 0, "time": 1, **dict.fromkeys(fields, 1)}},
+        {"$group": {"_id": key, "n": {"$sum": 1}}},
+    ]
+    rows = [{**(r["_id"] or {}), "count": r["n"]} for r in await _aggregate(collection, pipeline)]
+    for row in rows:
+        for name in (*fields, bucket):
+            row.setdefault(name, None)
+    rows.sort(key=lambda r: tuple(str(r[n] or "") for n in (*fields, bucket)))
+    return rows
+
+
 async def stats(
     collection: AsyncCollection,
     q: AuditQuery,
@@ -852,6 +874,11 @@ class AuditReader:
         self, q: AuditQuery, bucket: str = "day", top: int = 10, by: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         return await stats(self.collection, q, bucket, top, by)
+
+    async def grid(
+        self, q: AuditQuery, bucket: str, fields: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        return await grid(self.collection, q, bucket, fields)
 
     async def people(self, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
         return await people(self.collection, q, limit)
