@@ -147,6 +147,12 @@ REASONS: dict[str, Reason] = {
         "Sign-in is unavailable",
         "Please try again in a moment.",
     ),
+    "query_timeout": Reason(
+        "an admin audit query ran past its budget (admin.query_timeout_seconds); MongoDB is up",
+        503,
+        "The query took too long",
+        "Narrow the filters (a shorter time range, one person) and try again.",
+    ),
     "admin_unauthorized": Reason(
         "an admin API request without a valid admin bearer token",
         401,

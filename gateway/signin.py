@@ -30,6 +30,7 @@ from gateway.delivery import app_url, deliver
 from gateway.errors import GatewayError
 from gateway.hashing import random_token, sha256_hex
 from gateway.http import UpstreamError
+from gateway.identity_rules import claimed, enforce
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi_state import JitsiState, parse_state, state_param
 from gateway.revalidation import first_revalidation
@@ -319,16 +320,22 @@ class SignIn:
         if idp.config.userinfo:
             userinfo = await idp.rp.userinfo(tokens.access_token, tokens.claims["sub"])
         try:
-            identity = idp.adapter.identity(tokens.claims, userinfo)
+            identity = enforce(idp.adapter.identity(tokens.claims, userinfo), idp.id, tokens.claims)
             if idp.enricher is not None:
-                identity = await idp.enricher.enrich(
-                    identity, tokens.access_token, self.gateway.http
+                identity = enforce(
+                    await idp.enricher.enrich(identity, tokens.access_token, self.gateway.http),
+                    idp.id,
+                    tokens.claims,
                 )
         except AdapterError as exc:
             reason = "policy_denied" if isinstance(exc, AccessDenied) else "claims_invalid"
-            raise GatewayError(reason, f"{idp.id}: {exc.reason}: {exc}") from None
+            raise GatewayError(
+                reason, f"{idp.id}: {exc.reason}: {exc}", **claimed(tokens.claims)
+            ) from None
         except UpstreamError as exc:
-            raise GatewayError("claims_invalid", f"{idp.id}: enrichment failed: {exc}") from None
+            raise GatewayError(
+                "claims_invalid", f"{idp.id}: enrichment failed: {exc}", **claimed(tokens.claims)
+            ) from None
         sid = tokens.claims.get("sid")
         return IdpLogin(
             identity,
