@@ -26,6 +26,7 @@ How another test module uses it (reusable on purpose):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -49,6 +50,8 @@ ADMIN_PASSWORD = os.environ.get("JOG_KEYCLOAK_ADMIN_PASSWORD") or "admin-pw-for-
 START_TIMEOUT = 420.0  # a first start-dev builds (90 s at load 11), then starts (100-160 s)
 MAX_HOPS = 25
 GATEWAY_PLACEHOLDER = "https://meet.example.com"  # the gateway URL in docs/keycloak.md
+_STARTED: list[Keycloak] = []  # the shared servers this process started
+SHARED_INFO = "keycloak.json"  # url, pid and work directory of the run's shared server
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "keycloak.md"
 
 _FORM_RE = re.compile(r'<form\b[^>]*\bid="kc-form-login"[^>]*\baction="([^"]*)"', re.I)
@@ -80,6 +83,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _gone(pid: int, wait: float) -> bool:
+    """Whether process ``pid`` (not our child) has exited within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _snippet(text: str, limit: int = 600) -> str:
@@ -194,6 +209,43 @@ class Keycloak:
                 os.killpg(self.process.pid, 9)
                 self.process.wait(timeout=10)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ one per run
+
+    @classmethod
+    def shared(cls, root: Path) -> Keycloak:
+        """The run's one Keycloak, for several pytest-xdist workers: the first worker that
+        asks starts it (the others wait on a lock, then attach), nobody but
+        ``stop_shared`` stops it, which the controlling process calls when every worker is
+        done. ``root`` is the directory the run's workers share."""
+        with open(root / "keycloak.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            info = root / SHARED_INFO
+            if info.exists():
+                return cls.attach(json.loads(info.read_text())["url"])
+            server = cls.start()
+            assert server.process is not None and server.workdir is not None
+            state = {"url": server.url, "pid": server.process.pid, "workdir": str(server.workdir)}
+            info.write_text(json.dumps(state))
+            _STARTED.append(server)  # its Popen outlives the tests (no ResourceWarning)
+            return cls.attach(server.url)
+
+    @staticmethod
+    def stop_shared(root: Path) -> None:
+        """Stop the Keycloak ``shared`` started under ``root``, if any (its own session)."""
+        info = root / SHARED_INFO
+        if not info.exists():
+            return
+        state = json.loads(info.read_text())
+        info.unlink()
+        for signal, wait in ((15, 30.0), (9, 10.0)):  # TERM, then KILL if it hangs
+            try:
+                os.killpg(state["pid"], signal)
+            except ProcessLookupError:
+                break
+            if _gone(state["pid"], wait):
+                break
+        shutil.rmtree(state["workdir"], ignore_errors=True)
 
     # ------------------------------------------------------------------ admin REST
 
