@@ -1,16 +1,17 @@
 """What each store command of a sign-in costs as the embedded store fills.
 
     python -m benchmarks.store_growth [--levels 0,20000,100000] [--audit-events N]
-                                      [--ops 200] [--json out.json]
+                                      [--ops 200] [--sweep] [--json out.json]
 
 Starts SecantusDB as the gateway's default does (its own process, fsync at every commit),
 creates the gateway's indexes (``Store.ensure_indexes``), then at each fill level (sign-ins
 stored: as many flows, sessions and two audit events each, inserted in bulk) runs ``--ops``
 of every command a sign-in sends through the gateway's own store code: the flow insert, the
 flow's single-use consumption, the session insert, the session read and an audit insert. It
-reports the store process's CPU per command (from ``/proc``, the store's own process) and the
-query plan the store chose for the reads. Flows are the worst case: every one still inside its
-lifetime (a busy deployment keeps ten minutes of them). Not part of the test suite.
+reports the store process's CPU per command (from ``/proc``, the store's own process), the
+query plan the store chose, and with ``--sweep`` its CPU per idle minute (the TTL sweep).
+Flows are the worst case: every one still inside its lifetime (a busy deployment keeps ten
+minutes of them). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ async def measure_level(store: Store, pid: int, ops: int) -> dict[str, Any]:
     )
     key = sha256_hex(states[0])
     results["plans"] = {
-        "flow_consume": await explain(
+        "flow_findAndModify_before": await explain(
             store,
             "flows",
             {
@@ -233,6 +234,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"filled to {level} sign-ins in {time.perf_counter() - t0:.0f} s", file=sys.stderr
             )
             found["levels"][str(level)] = await measure_level(store, mongo.proc.pid, args.ops)
+            if args.sweep:
+                found["levels"][str(level)]["idle_store_cpu_ms_per_minute"] = await idle(
+                    mongo.proc.pid
+                )
             print(json.dumps(found["levels"][str(level)]), file=sys.stderr, flush=True)
         if args.audit_events:
             have = await store.audit.collection.estimated_document_count()
@@ -245,10 +250,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             found["levels"][f"audit {args.audit_events}"] = await measure_level(
                 store, mongo.proc.pid, args.ops
             )
+            if args.sweep:
+                found["levels"][f"audit {args.audit_events}"][
+                    "idle_store_cpu_ms_per_minute"
+                ] = await idle(mongo.proc.pid)
         await store.client.close()
         return found
     finally:
         mongo.cleanup()
+
+
+async def idle(pid: int, seconds: float = 125) -> float:
+    """The store's CPU per minute with no commands: its TTL sweep (about every 60 s), which
+    walks every document of every collection with a TTL index, expired or not."""
+    before = cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return round(1000 * (cpu_seconds(pid) - before) * 60 / seconds, 1)
 
 
 async def fill_audit(store: Store, have: int, total: int) -> None:
@@ -269,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--audit-events", type=int, default=0, help="then fill audit to N")
     parser.add_argument("--ops", type=int, default=200, help="commands of each kind per level")
+    parser.add_argument("--sweep", action="store_true", help="and the idle CPU (TTL sweep)")
     parser.add_argument("--no-fsync", action="store_true", help="the store without fsync")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
