@@ -1,12 +1,16 @@
 """Sign-in benchmark: virtual users over plain HTTP against the gateway, the real test OP and
 the MongoDB-wire store, all on loopback, each in its own process.
 
-    python -m benchmarks.signin [--quick | --smoke] [--long] [--json out.json]
+    python -m benchmarks.signin [--quick | --smoke | --soak] [--long] [--json out.json]
                                 [--chart out.png] [--docs docs/performance.md]
 
 Scenarios: full sign-in at concurrency 1, 8, 32; single sign-on (a signed-in person asks for
 new rooms) at 8 and 64; the bare Tornado redirect (``benchmarks/bare.py``) at every level,
-so each figure is also a ratio to it. ``--long`` adds 20,000 sign-ins for memory growth.
+so each figure is also a ratio to it; the SSO and bare load is driven by wrk (without it the
+benchmark refuses; ``--driver httpx`` runs without ratios). ``--long`` adds 20,000 sign-ins
+for memory growth. ``--soak`` (not for CI: hours) signs 100,000 people in at 8 concurrent
+on the default lifetimes and reports the store's CPU per sign-in for every 5,000, which
+should stay flat as the store fills.
 Last, the gateway and the bare server run once more under ``benchmarks/callcount.py``
 (Python calls per operation) and, when valgrind is installed and the mode asks for it
 (default, ``--smoke``), under callgrind (instructions per operation): figures that do not
