@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pymongo.errors import BulkWriteError
+
 from adapters.base import Identity
 from benchmarks.procs import cpu_seconds
 from gateway.devtools.embedded import EmbeddedMongo
@@ -79,6 +81,16 @@ def audit_event(i: int, event: str, now: datetime) -> dict[str, Any]:
     }
 
 
+async def insert_all(collection: Any, docs: list[dict[str, Any]]) -> None:
+    """``insert_many`` that takes a duplicate key for the success it is: under load the
+    driver retries a batch the store had applied (it does not deduplicate retried writes)."""
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
+
+
 async def fill(store: Store, start: int, end: int, audit_per_sign_in: float) -> None:
     """Sign-ins ``start`` to ``end`` stored in bulk: their flows (consumed), sessions and
     audit events, shaped as the gateway's code shapes them."""
@@ -112,10 +124,10 @@ async def fill(store: Store, start: int, end: int, audit_per_sign_in: float) -> 
             )
         for j in range(int(len(ids) * audit_per_sign_in)):
             events.append(store.audit.prepare(audit_event(first + j, "login_succeeded", now)))
-        await store.flows.collection.insert_many(flows, ordered=False)
-        await store.sessions.collection.insert_many(sessions, ordered=False)
+        await insert_all(store.flows.collection, flows)
+        await insert_all(store.sessions.collection, sessions)
         if events:
-            await store.audit.collection.insert_many(events, ordered=False)
+            await insert_all(store.audit.collection, events)
 
 
 async def timed(pid: int, ops: int, one: Callable[[int], Awaitable[Any]]) -> dict[str, float]:
@@ -273,7 +285,7 @@ async def fill_audit(store: Store, have: int, total: int) -> None:
     for first in range(have, total, 5 * BATCH):
         n = min(5 * BATCH, total - first)
         docs = [store.audit.prepare(audit_event(first + j, "token_minted", now)) for j in range(n)]
-        await store.audit.collection.insert_many(docs, ordered=False)
+        await insert_all(store.audit.collection, docs)
 
 
 def main(argv: list[str] | None = None) -> int:
