@@ -37,7 +37,7 @@ from gateway.store import Store
 from gateway.store.flows import Flow
 from gateway.store.sessions import IdpLogin
 
-BATCH = 2000
+BATCH = 1000
 
 
 def flow(now: datetime) -> Flow:
@@ -234,7 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     mongo = await asyncio.to_thread(EmbeddedMongo(durable=not args.no_fsync).start)
     try:
         assert mongo.proc is not None
-        store = Store.connect(mongo.uri, f"jog_growth_{secrets.token_hex(4)}", 30)
+        store = Store.connect(mongo.uri, f"jog_growth_{secrets.token_hex(4)}", 600)
         await store.ensure_indexes()
         found: dict[str, Any] = {"levels": {}}
         stored = 0
