@@ -72,7 +72,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     full = data["counts"]["full_sign_in"]
     assert full["op_hops"] > 0 and full["idp_requests"] > 0
     # Python calls, counted in a restarted gateway and bare server: a sign-in (two requests,
-    # a code exchange, an ID token check, five store commands) is more work than one SSO
+    # a code exchange, an ID token check, six store commands) is more work than one SSO
     # token, which is more than one bare redirect.
     calls = data["calls"]
     assert calls["operations"] == {"full_sign_in": 3, "sso": 5, "bare": 20}
