@@ -15,8 +15,8 @@ Why a read and an update rather than one ``findAndModify``: the embedded store (
 0.7) re-checks a findAndModify's write with a filter its planner does not serve from the
 ``_id`` index, so every consumption read the whole collection: 4 ms of store CPU with no kept
 flows, 70 ms at 5,000, 273 ms at 20,000, while this point read and update stay at 0.3 and
-1.5 ms (``python -m benchmarks.store_growth``). A busy deployment keeps ten minutes of flows.
-MongoDB serves both shapes by ``_id``; the read is one more round trip (about 0.1 ms there).
+1.5 ms (store CPU, fsync at every commit). A busy deployment keeps ten minutes of flows.
+MongoDB serves both shapes by ``_id``; the read is one more round trip on the person's path.
 A bad state costs only the read.
 """
 
