@@ -939,7 +939,8 @@ async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]
             with_ratios(data["sso"], bare, stack.driver)
             data["soak"] = None
             if plan.soak is not None:
-                total, per_slice = (args.soak_sign_ins or plan.soak[0]), plan.soak[1]
+                total = args.soak_sign_ins or plan.soak[0]
+                per_slice = args.soak_slice or plan.soak[1]
                 say(f"soak: {total} sign-ins at 8, store CPU per {per_slice}")
                 data["soak"] = await soak_run(stack, total, min(per_slice, total))
             data["long"] = None
@@ -980,6 +981,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="100,000 sign-ins: the store's cost per sign-in (hours)")  # fmt: skip
     parser.set_defaults(mode="default")
     parser.add_argument("--soak-sign-ins", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--soak-slice", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--driver",
         choices=("auto", "wrk", "httpx"),
