@@ -1,12 +1,16 @@
 """Sign-in benchmark: virtual users over plain HTTP against the gateway, the real test OP and
 the MongoDB-wire store, all on loopback, each in its own process.
 
-    python -m benchmarks.signin [--quick | --smoke] [--long] [--json out.json]
+    python -m benchmarks.signin [--quick | --smoke | --soak] [--long] [--json out.json]
                                 [--chart out.png] [--docs docs/performance.md]
 
 Scenarios: full sign-in at concurrency 1, 8, 32; single sign-on (a signed-in person asks for
 new rooms) at 8 and 64; the bare Tornado redirect (``benchmarks/bare.py``) at every level,
-so each figure is also a ratio to it. ``--long`` adds 20,000 sign-ins for memory growth.
+so each figure is also a ratio to it; the SSO and bare load is driven by wrk (without it the
+benchmark refuses; ``--driver httpx`` runs without ratios). ``--long`` adds 20,000 sign-ins
+for memory growth. ``--soak`` (not for CI: hours) signs 100,000 people in at 8 concurrent
+on the default lifetimes and reports the store's CPU per sign-in for every 5,000, which
+should stay flat as the store fills.
 Last, the gateway and the bare server run once more under ``benchmarks/callcount.py``
 (Python calls per operation) and, when valgrind is installed and the mode asks for it
 (default, ``--smoke``), under callgrind (instructions per operation): figures that do not
@@ -89,23 +93,60 @@ class Plan:
     counted: tuple[int, int, int] = (20, 50, 200)  # calls counted: sign-ins, SSO, bare
     # instructions counted under callgrind (sign-ins, SSO, bare); None: not in this mode
     instructions: tuple[int, int, int] | None = (20, 50, 200)
+    # --soak: sign-ins in total and how many per slice (store CPU per sign-in per slice)
+    soak: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        """A plan whose fields are out of place fails here, not after minutes of load (the
+        quick plan once passed ``None`` as the calls counted and crashed at the end)."""
+
+        def counts(value: object, n: int) -> bool:
+            return (
+                isinstance(value, tuple)
+                and len(value) == n
+                and all(isinstance(v, int) and v > 0 for v in value)
+            )
+
+        problems = [
+            name
+            for name, ok in (
+                ("full", all(counts(x, 2) for x in self.full)),
+                ("sso", all(counts(x, 2) for x in self.sso)),
+                ("bare", isinstance(self.bare, int) and self.bare > 0),
+                ("max_seconds", self.max_seconds > 0),
+                ("wrk_seconds", self.wrk_seconds > 0),
+                ("counted", counts(self.counted, 3)),
+                ("instructions", self.instructions is None or counts(self.instructions, 3)),
+                ("soak", self.soak is None or counts(self.soak, 2)),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError(f"plan {self.mode}: bad {', '.join(problems)}")
 
 
 PLANS = {
-    "smoke": Plan("smoke", ((1, 5),), ((8, 10),), 50, 30, 1, (3, 5, 20), (2, 3, 10)),
-    "quick": Plan("quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), 500, 8, 3, None),
-    "default": Plan(
-        "default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), 4000, 90, 10
+    "smoke": Plan(
+        "smoke", ((1, 5),), ((8, 10),), bare=50, max_seconds=30, wrk_seconds=1,
+        counted=(3, 5, 20), instructions=(2, 3, 10),
     ),
-}
+    "quick": Plan(
+        "quick", ((1, 8), (8, 32), (32, 64)), ((8, 200), (64, 640)), bare=500, max_seconds=8,
+        wrk_seconds=3, instructions=None,
+    ),
+    "default": Plan(
+        "default", ((1, 50), (8, 400), (32, 1000)), ((8, 2000), (64, 6400)), bare=4000,
+        max_seconds=90, wrk_seconds=10,
+    ),
+    # Not for CI: 100,000 sign-ins at 8 concurrent, store CPU per sign-in every 5,000, on the
+    # gateway's default flow lifetime. Hours on a shared 2-core machine.
+    "soak": Plan(
+        "soak", ((8, 100),), ((64, 640),), bare=500, max_seconds=30, wrk_seconds=3,
+        counted=(5, 10, 50), instructions=None, soak=(100_000, 5_000),
+    ),
+}  # fmt: skip
 LONG_SIGN_INS = 20_000
 LONG_CONCURRENCY = 32
-#: ``--long`` on the embedded store: 30-second flows (the shortest allowed) instead of 10
-#: minutes. SecantusDB's findAndModify (the flow's single-use consumption) reads the whole
-#: collection: 19 ms at 1,000 flows kept for replay detection, 46 ms at 5,000, so with
-#: 10-minute flows the store would set the pace after a few thousand sign-ins. MongoDB finds
-#: the flow by its _id index. The gateway does the same work per sign-in either way.
-LONG_FLOW_LIFETIME = 30
 
 
 # ---- the processes -------------------------------------------------------------------------
@@ -235,8 +276,6 @@ async def start_stack(args: argparse.Namespace, exits: AsyncExitStack, work: Pat
         gateway_url, jitsi_base = f"http://127.0.0.1:{port}", JITSI_BASE
         client = await op.register_client([f"{gateway_url}/oidc/redirect/{IDP_ID}"])
         settings = gateway_settings(gateway_url, port, op, client, uri, work)
-        if args.long and not args.mongodb_uri:
-            settings["session"] = {"flow_lifetime_seconds": LONG_FLOW_LIFETIME}
         path = work / "settings.yaml"
         path.write_text(json.dumps(settings, indent=2), encoding="utf-8")  # JSON is YAML
         log = (work / "gateway.log").open("w", encoding="utf-8")
@@ -602,6 +641,45 @@ async def long_run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def soak_run(stack: Stack, total: int, per_slice: int) -> dict[str, Any]:
+    """``--soak``: ``total`` sign-ins at 8 concurrent on the gateway's default lifetimes, in
+    slices of ``per_slice``; each slice's store CPU, store commands and gateway CPU per
+    sign-in and its rate. The store's cost per sign-in should stay flat as it fills."""
+    slices = []
+    for done in range(0, total, per_slice):
+        n = min(per_slice, total - done)
+        result = await full_run(stack, 8, n, 3600)
+        store_ms = result["cpu_ms"].get("store")
+        slices.append(
+            {
+                "stored_before": done,
+                "sign_ins": result["count"],
+                "errors": result["errors"],
+                "throughput": result["throughput"],
+                "store_cpu_ms": store_ms,
+                "gateway_cpu_ms": result["cpu_ms"].get("gateway"),
+                "store_commands_per_op": result["store_commands_per_op"],
+                "p99_ms": result["latency_ms"]["gateway"]["p99"],
+            }
+        )
+        say(
+            f"soak: {done + n} sign-ins, store CPU {store_ms} ms/sign-in, "
+            f"{result['throughput']}/s, {result['errors']} errors"
+        )
+    costs = [s["store_cpu_ms"] for s in slices if s["store_cpu_ms"] is not None]
+    first = costs[0] if costs else None
+    return {
+        "sign_ins": sum(s["sign_ins"] for s in slices),
+        "errors": sum(s["errors"] for s in slices),
+        "per_slice": per_slice,
+        "slices": slices,
+        # the last slice's store CPU per sign-in against the first's (target within 20 %)
+        "store_cost_growth_percent": (
+            round(100 * (costs[-1] - first) / first, 1) if first and len(costs) > 1 else None
+        ),
+    }
+
+
 # ---- Python calls and instructions per operation ------------------------------------------
 
 
@@ -772,10 +850,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def with_ratios(phases: list[dict], bare: dict[int, dict]) -> None:
+def with_ratios(phases: list[dict], bare: dict[int, dict], driver: str) -> None:
+    """Ratios to the bare redirect at the same concurrency, only when wrk drove it."""
     for p in phases:
         base = bare.get(p["concurrency"])
-        if base is None:
+        if base is None or driver != "wrk":
             p["ratios"] = {}
             continue
         lat, blat = p["latency_ms"]["gateway"], base["latency_ms"]["gateway"]
@@ -801,11 +880,15 @@ def kept_history(page: Path) -> str:
 
 
 def choose_driver(asked: str) -> str:
-    if asked == "auto":
-        return "wrk" if wrk.find() else "httpx"
-    if asked == "wrk" and not wrk.find():
-        raise SystemExit("--driver wrk: wrk not found (apt-get install wrk)")
-    return asked
+    """wrk, or a refusal: the ratios to the bare redirect are the yardstick, and httpx
+    drives the bare redirect at a quarter of wrk's rate on the same machine, which makes
+    every ratio look two to four times better. ``--driver httpx`` runs without ratios."""
+    if asked in ("auto", "wrk") and not wrk.find():
+        raise SystemExit(
+            "wrk not found: run scripts/setup.sh --test (it installs wrk) or apt-get install "
+            "wrk; --driver httpx runs without ratios to the bare redirect"
+        )
+    return "wrk" if asked == "auto" else asked
 
 
 def say(message: str) -> None:
@@ -852,8 +935,14 @@ async def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]
             for c, n in plan.sso:
                 say(f"single sign-on at {c} ({n})")
                 data["sso"].append(await sso_run(stack, c, n, plan))
-            with_ratios(data["full_sign_in"], bare)
-            with_ratios(data["sso"], bare)
+            with_ratios(data["full_sign_in"], bare, stack.driver)
+            with_ratios(data["sso"], bare, stack.driver)
+            data["soak"] = None
+            if plan.soak is not None:
+                total = args.soak_sign_ins or plan.soak[0]
+                per_slice = args.soak_slice or plan.soak[1]
+                say(f"soak: {total} sign-ins at 8, store CPU per {per_slice}")
+                data["soak"] = await soak_run(stack, total, min(per_slice, total))
             data["long"] = None
             if args.long:
                 say(f"long run: {args.long_sign_ins} sign-ins at {LONG_CONCURRENCY}")
@@ -888,7 +977,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="small counts, under a minute")  # fmt: skip
     size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
                       help="5 sign-ins, 10 SSO tokens: the harness works")  # fmt: skip
+    size.add_argument("--soak", dest="mode", action="store_const", const="soak",
+                      help="100,000 sign-ins: the store's cost per sign-in (hours)")  # fmt: skip
     parser.set_defaults(mode="default")
+    parser.add_argument("--soak-sign-ins", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--soak-slice", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--driver",
         choices=("auto", "wrk", "httpx"),
@@ -955,7 +1048,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(report.target_lines(data["targets"])))
     phases = data["bare"] + data["full_sign_in"] + data["sso"]
+    if data.get("soak"):
+        soak = data["soak"]
+        print(f"\nsoak: {soak['sign_ins']} sign-ins, store CPU per sign-in by slice of "
+              f"{soak['per_slice']}:")  # fmt: skip
+        for s in soak["slices"]:
+            print(f"  {s['stored_before']:>7} stored  {s['store_cpu_ms']} ms  {s['throughput']}/s")
+        print(f"  growth first -> last slice: {soak['store_cost_growth_percent']} % (target 20)")
     failed = sum(p["errors"] for p in phases) + (data["long"]["errors"] if data["long"] else 0)
+    failed += data["soak"]["errors"] if data.get("soak") else 0
     if failed:
         print(f"\n{failed} operations failed; samples in the JSON (error_samples)", file=sys.stderr)
     return 1 if failed else 0

@@ -48,6 +48,19 @@ def _load_required(args: argparse.Namespace) -> Settings:
     return load_settings_file(path)
 
 
+def store_warnings(settings: Settings) -> list[str]:
+    """An ``https`` public URL is a deployment people use: on the embedded store it meets the
+    store's measured limit (README, "The embedded store")."""
+    if settings.mongodb.uri is None and settings.public_url.startswith("https:"):
+        return [
+            "mongodb.uri is empty but public_url is https: the embedded SecantusDB is for demos "
+            "and development (about 20 sign-ins/s on two cores, slower as audit events and "
+            "sessions pile up; README, 'The embedded store'); set mongodb.uri to a MongoDB "
+            "replica set"
+        ]
+    return []
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.idps import open_adapters
     from gateway.plugins import discover
@@ -57,7 +70,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         print(f"warning: {problem}", file=sys.stderr)
     open_adapters(settings, registry)
-    for warning in settings.policy.warnings():
+    for warning in [*settings.policy.warnings(), *store_warnings(settings)]:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"configuration OK: {len(settings.idps)} IdP(s): "
@@ -144,6 +157,8 @@ async def run_server(
         log.warning(
             "mongodb.uri is empty: using the embedded SecantusDB at %s (not for production)", path
         )
+        for warning in store_warnings(settings):
+            log.warning("%s", warning)
     mongo = settings.mongodb
     store = Store.connect(uri, mongo.database, mongo.timeout_seconds, mongo.durable_writes)
     gateway: Gateway | None = None

@@ -1,7 +1,9 @@
 """The sign-in benchmark's harness keeps working: ``--smoke`` (5 sign-ins, 10 SSO tokens)
-end to end in a child process, the JSON complete and the counted figures sane. The figures
-themselves and the targets are the benchmark's business (``python -m benchmarks.signin``),
-never asserted here."""
+end to end in a child process, the JSON complete and the counted figures sane; every other
+mode's plan checked as the run reads it (``--quick`` once crashed after its load phases), and
+the yardstick never silently swapped (no wrk: a refusal, or no ratios with ``--driver httpx``).
+The figures themselves and the targets are the benchmark's business
+(``python -m benchmarks.signin``), never asserted here."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import wrk
+from benchmarks import report, signin, wrk
 from benchmarks.bare import TARGET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +72,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     full = data["counts"]["full_sign_in"]
     assert full["op_hops"] > 0 and full["idp_requests"] > 0
     # Python calls, counted in a restarted gateway and bare server: a sign-in (two requests,
-    # a code exchange, an ID token check, five store commands) is more work than one SSO
+    # a code exchange, an ID token check, six store commands) is more work than one SSO
     # token, which is more than one bare redirect.
     calls = data["calls"]
     assert calls["operations"] == {"full_sign_in": 3, "sso": 5, "bare": 20}
@@ -87,7 +89,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     assert "instructions per operation" in result.stdout
     assert "at the bare redirect's CPU per instruction" in result.stdout
     names = [t["name"] for t in data["targets"]]
-    assert len(names) == 7 and all(t["result"] in {"PASS", "FAIL", "SKIP"} for t in data["targets"])
+    assert len(names) == 8 and all(t["result"] in {"PASS", "FAIL", "SKIP"} for t in data["targets"])
     for line in ("PASS", "FAIL", "SKIP"):
         if any(t["result"] == line for t in data["targets"]):
             assert f"{line}: " in result.stdout
@@ -116,3 +118,46 @@ async def test_the_wrk_driver_counts_answers_that_are_not_the_expected_redirect(
     finally:
         bare.terminate()
         await bare.wait()
+
+
+@pytest.mark.parametrize("mode", sorted(signin.PLANS))
+def test_every_mode_has_a_plan_the_run_can_read(mode: str) -> None:
+    """What ``benchmark`` and ``count_work`` unpack, for every mode the command line offers."""
+    flag = [] if mode == "default" else [f"--{mode}"]
+    assert signin.parse_args(flag).mode == mode
+    plan = signin.PLANS[mode]
+    assert plan.mode == mode
+    for concurrency, count in plan.full + plan.sso:
+        assert concurrency > 0 and count > 0
+    n_full, n_sso, n_bare = plan.counted  # the quick plan had None here
+    assert min(n_full, n_sso, n_bare) > 0
+    if plan.instructions is not None:
+        assert min(plan.instructions) > 0
+    assert (plan.soak is not None) == (mode == "soak")
+
+
+def test_a_plan_with_a_field_out_of_place_fails_at_once() -> None:
+    with pytest.raises(ValueError, match="counted"):
+        signin.Plan("bad", ((1, 8),), ((8, 200),), 500, 8, 3, None)  # type: ignore[arg-type]
+
+
+def test_without_wrk_the_benchmark_refuses_rather_than_change_its_yardstick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wrk, "find", lambda: None)
+    for asked in ("auto", "wrk"):
+        with pytest.raises(SystemExit, match=r"setup\.sh --test"):
+            signin.choose_driver(asked)
+    assert signin.choose_driver("httpx") == "httpx"
+    # httpx-driven phases carry no ratio to the bare redirect, and the targets say SKIP
+    phase = {"concurrency": 64, "throughput": 900.0, "cpu_ms": {"gateway": 0.9},
+             "latency_ms": {"gateway": {"p50": 1.0, "p95": 2.0, "p99": 3.0}}}  # fmt: skip
+    bare = {64: {"throughput": 1000.0, "cpu_ms": {"gateway": 0.2},
+                 "latency_ms": {"gateway": {"p50": 1.0, "p95": 1.0, "p99": 1.0}}}}  # fmt: skip
+    signin.with_ratios([phase], bare, "httpx")
+    assert phase["ratios"] == {}
+    data = {"full_sign_in": [], "sso": [phase | {"count": 1}], "counts": {}}
+    ratio = next(t for t in report.targets(data) if "bare Tornado redirect" in t["name"])
+    assert ratio["result"] == "SKIP"
+    signin.with_ratios([phase], bare, "wrk")
+    assert phase["ratios"]["throughput"] == 0.9

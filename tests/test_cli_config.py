@@ -180,3 +180,26 @@ def test_a_real_process_exits_0_valid_and_2_broken(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr + bad.stdout
     listed = run_process("adapters", cwd=tmp_path)
     assert listed.returncode == 0 and "adapters.generic:GenericAdapter" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("public_url", "uri", "warned"),
+    [
+        pytest.param("https://meet.example.com", None, True, id="https_on_embedded"),
+        pytest.param("http://127.0.0.1:8000", None, False, id="local_http_on_embedded"),
+        pytest.param(
+            "https://meet.example.com", "mongodb://db/?replicaSet=rs", False, id="mongodb"
+        ),
+    ],
+)
+def test_check_config_warns_when_an_https_gateway_runs_on_the_embedded_store(
+    tmp_path: Path, public_url: str, uri: str | None, warned: bool
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(VALID))
+    data["public_url"] = public_url
+    if uri:
+        data["mongodb"] = {"uri": uri}
+    result = run_cli("check-config", "-c", str(write(tmp_path, data)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("mongodb.uri is empty but public_url is https" in result.stderr) is warned
+    assert "configuration OK" in result.stdout
