@@ -63,7 +63,8 @@ class Gateway:
     admin_throttle: AdminThrottle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.audit = Auditor(self.store.audit, self.now)
+        self.audit = Auditor(self.store.audit, self.now, trust=self.tokens.trust)
+        self.store.use_trust(self.tokens.trust)  # admin searches and person rows
         self.signin = SignIn(self, self.audit)
         admin = self.settings.admin
         self.admin_throttle = AdminThrottle(

@@ -32,6 +32,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from gateway.store.indexes import index_names
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull
@@ -84,6 +85,12 @@ FORBIDDEN_KEYS = frozenset(
     {"token", "id_token", "access_token", "refresh_token", "code", "state", "secret", "password"}
 )
 DUPLICATE_KEY = 11000
+INDEXES = [IndexModel([("time", DESCENDING), ("_id", DESCENDING)], name="time_id")]
+# (field, time, _id): an equality filter is answered in (time, _id) order, no sort
+INDEXES += [
+    IndexModel([(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id")
+    for f in INDEXED_FIELDS
+]
 
 
 def _is_only_duplicates(exc: BulkWriteError) -> bool:
@@ -158,16 +165,13 @@ class AuditLog:
     # ---- indexes ---------------------------------------------------------------------------
 
     async def ensure_indexes(self) -> None:
-        models = [IndexModel([("time", DESCENDING), ("_id", DESCENDING)], name="time_id")]
-        # (field, time, _id): an equality filter is answered in (time, _id) order, no sort
-        models += [
-            IndexModel(
-                [(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id"
-            )
-            for f in INDEXED_FIELDS
-        ]
-        await self.collection.create_indexes(models)
+        await self.collection.create_indexes(INDEXES)
         await self._ensure_retention()
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        names = index_names(INDEXES)
+        retention = (RETENTION_INDEX,) if self.retention_days is not None else ()
+        return {self.collection.name: names + retention}
 
     async def _ensure_retention(self) -> None:
         existing = await self.collection.index_information()
