@@ -12,6 +12,7 @@ cannot accept; the gateway turns that into a refusal page and an audit event.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,85 @@ class IdentityEnricher(Protocol):
     async def enrich(
         self, identity: Identity, access_token: str | None, http: JsonHttp
     ) -> Identity: ...
+
+
+#: OpenID Connect Core 2 caps ``sub`` at 255 ASCII characters; the gateway holds every
+#: adapter's subject to the same bound (it keys sessions, audit events and Jitsi's user id).
+MAX_SUBJECT_LENGTH = 255
+#: C0 and C1 control characters (and DEL): never part of an identifier a person can read.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def subject_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a subject, or None: a string, not blank after trimming (a
+    blank subject would make everyone the IdP gives it one person), no control characters,
+    at most :data:`MAX_SUBJECT_LENGTH` characters. Adapters may call it to refuse early;
+    the gateway checks every adapter's output with :func:`identity_problems` regardless."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return "is blank"
+    if len(value) > MAX_SUBJECT_LENGTH:
+        return f"is {len(value)} characters long, at most {MAX_SUBJECT_LENGTH} allowed"
+    if _CONTROL.search(value):
+        return "contains control characters"
+    return None
+
+
+def identity_problems(identity: Any, idp_id: str) -> list[str]:
+    """What in ``identity`` breaks the contract (empty when nothing does).
+
+    The gateway refuses (``claims_invalid``) any adapter's Identity with a problem here,
+    after ``identity()`` and after enrichment, so a plugin cannot sign in a blank subject or
+    pass ``"false"`` as a verified e-mail; the conformance kit reports the same list. These
+    are what the rest of the gateway relies on without checking again: the stable key,
+    namespaced groups and booleans that are booleans.
+    """
+    if not isinstance(identity, Identity):
+        return [f"identity() returned {type(identity).__name__}, not adapters.base.Identity"]
+    problems: list[str] = []
+    if identity.idp != idp_id:
+        problems.append(f"idp is {_short(identity.idp)}, not the adapter's idp_id {idp_id!r}")
+    if not isinstance(identity.issuer, str) or not identity.issuer:
+        problems.append(f"issuer must be a non-empty string, got {_short(identity.issuer)}")
+    problem = subject_problem(identity.subject)
+    if problem:
+        problems.append(f"subject {problem}: {_short(identity.subject)}")
+    for name in ("username", "name"):  # shown to people and operators
+        value = getattr(identity, name)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{name} must be a non-blank string, got {_short(value)}")
+    for name in ("email", "tenant", "picture"):
+        value = getattr(identity, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            problems.append(f"{name} must be None or a non-empty string, got {_short(value)}")
+    for name in ("email_verified", "groups_complete"):
+        value = getattr(identity, name)
+        if not isinstance(value, bool):  # "false" is a truthy string: never verified
+            problems.append(f"{name} must be a bool, got {_short(value)}")
+    prefix = f"{idp_id}:"
+    for name in ("groups", "roles"):
+        value = getattr(identity, name)
+        if not isinstance(value, tuple):
+            problems.append(f"{name} must be a tuple, got {type(value).__name__}")
+            continue
+        for item in value:
+            if not isinstance(item, str) or not item.startswith(prefix) or item == prefix:
+                problems.append(
+                    f"{name} entries must be strings namespaced {prefix!r} "
+                    f"(use self.namespaced()), got {_short(item)}"
+                )
+                break
+        if len(set(value)) != len(value):
+            problems.append(f"{name} has duplicates: {_short(value)}")
+    if not isinstance(identity.extra, Mapping):
+        problems.append(f"extra must be a mapping, got {type(identity.extra).__name__}")
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def claim_path(claims: Claims, path: str) -> Any:

@@ -59,6 +59,7 @@ from adapters.base import (
     IdentityEnricher,
     IssuerResolver,
 )
+from adapters.base import identity_problems as base_identity_problems
 
 #: Claims the gateway validates before an adapter sees them (type and value): mutating
 #: them would test cases the gateway never delivers.
@@ -162,51 +163,11 @@ class Check:
 
 
 def identity_problems(identity: Any, idp_id: str) -> list[str]:
-    """What in ``identity`` breaks the contract's promises (empty when nothing does).
-
-    These are what the rest of the gateway relies on without checking again: the stable
-    key, namespaced groups, booleans that are booleans, and ``extra`` that can be stored in
-    MongoDB and written to the audit log.
-    """
-    if not isinstance(identity, Identity):
-        return [f"identity() returned {type(identity).__name__}, not adapters.base.Identity"]
-    problems: list[str] = []
-    if identity.idp != idp_id:
-        problems.append(f"idp is {identity.idp!r}, not the adapter's idp_id {idp_id!r}")
-    for name in ("issuer", "subject"):  # opaque identifiers, compared exactly
-        value = getattr(identity, name)
-        if not isinstance(value, str) or not value:
-            problems.append(f"{name} must be a non-empty string, got {_short(value)}")
-    for name in ("username", "name"):  # shown to people and operators
-        value = getattr(identity, name)
-        if not isinstance(value, str) or not value.strip():
-            problems.append(f"{name} must be a non-blank string, got {_short(value)}")
-    for name in ("email", "tenant", "picture"):
-        value = getattr(identity, name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            problems.append(f"{name} must be None or a non-empty string, got {_short(value)}")
-    for name in ("email_verified", "groups_complete"):
-        value = getattr(identity, name)
-        if not isinstance(value, bool):
-            problems.append(f"{name} must be a bool, got {_short(value)}")
-    for name in ("groups", "roles"):
-        value = getattr(identity, name)
-        if not isinstance(value, tuple):
-            problems.append(f"{name} must be a tuple, got {type(value).__name__}")
-            continue
-        prefix = f"{idp_id}:"
-        for item in value:
-            if not isinstance(item, str) or not item.startswith(prefix) or item == prefix:
-                problems.append(
-                    f"{name} entries must be strings namespaced {prefix!r} "
-                    f"(use self.namespaced()), got {_short(item)}"
-                )
-                break
-        if len(set(value)) != len(value):
-            problems.append(f"{name} has duplicates: {_short(value)}")
-    if not isinstance(identity.extra, Mapping):
-        problems.append(f"extra must be a mapping, got {type(identity.extra).__name__}")
-    else:
+    """What in ``identity`` breaks the contract's promises (empty when nothing does): the
+    gateway's own list (:func:`adapters.base.identity_problems`, which ``serve`` enforces on
+    every sign-in), plus ``extra`` that can be stored in MongoDB and the audit log."""
+    problems = base_identity_problems(identity, idp_id)
+    if isinstance(identity, Identity) and isinstance(identity.extra, Mapping):
         problem = _storable(identity.extra, "extra")
         if problem:
             problems.append(problem)

@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.base import Adapter, AdapterError, Claims, Identity, claim_path, string_list
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    Claims,
+    Identity,
+    claim_path,
+    string_list,
+    subject_problem,
+)
 
 
 class GenericOptions(BaseModel):
@@ -43,9 +51,9 @@ class GenericAdapter(Adapter):
         merged.update(claims)
         opts = self.options
         subject = claim_path(merged, opts.subject)
-        if not isinstance(subject, str) or not subject.strip():
-            # blank too: the username and name fall back to it
-            raise AdapterError("claims_invalid", f"claim {opts.subject!r} missing or not a string")
+        problem = "missing" if subject is None else subject_problem(subject)
+        if problem:  # blank too: the username and name fall back to it
+            raise AdapterError("claims_invalid", f"claim {opts.subject!r} {problem}")
         email = _string(claim_path(merged, opts.email))
         verified = claim_path(merged, opts.email_verified)
         username = _first(merged, opts.username) or subject

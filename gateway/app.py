@@ -17,6 +17,7 @@ from gateway.handlers.admin_web import AdminLoginHandler, AdminLogoutHandler, Ad
 from gateway.handlers.auth import AuthHandler
 from gateway.handlers.base import GatewayHandler
 from gateway.handlers.callback import CallbackHandler
+from gateway.handlers.frontchannel import FrontchannelLogoutHandler
 from gateway.handlers.health import HealthHandler, ReadyHandler
 from gateway.handlers.jwks import ClientJwksHandler
 from gateway.handlers.logout import (
@@ -38,6 +39,7 @@ from gateway.idps import open_idps
 from gateway.jitsi import JitsiTokens
 from gateway.logging_setup import log_request
 from gateway.metrics import Metrics
+from gateway.oidc.client import par_problem
 from gateway.plugins import Registry, discover
 from gateway.policy import Policy
 from gateway.store import Store
@@ -73,6 +75,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
         (r"/oidc/logout/silent", SilentLogoutHandler, deps),
         (r"/oidc/logged-out", LoggedOutHandler, deps),
         (r"/oidc/backchannel-logout", BackchannelLogoutHandler, deps),
+        (r"/oidc/frontchannel-logout/([a-z0-9][a-z0-9_-]{0,31})", FrontchannelLogoutHandler, deps),
         (r"/metrics", MetricsHandler, deps),
         (r"/\.well-known/jwks\.json", ClientJwksHandler, deps),
         (r"/admin/audit/?", AuditQueryHandler, deps),
@@ -144,7 +147,8 @@ async def warm_up(gateway: Gateway) -> None:
     await gateway.store.audit.start()  # opens the spool, replays what a crash left there
     await gateway.store.maintain()  # indexes now if MongoDB answers...
     gateway.store.start_maintenance()  # ...and whenever it becomes reachable again
-    for idp in gateway.idps.values():
+    problems: list[str] = []
+    for i, idp in enumerate(gateway.idps.values()):
         try:
             meta = await idp.rp.metadata()
             if idp.rp.jwks is not None:
@@ -152,3 +156,10 @@ async def warm_up(gateway: Gateway) -> None:
             log.info("idp %s ready (issuer %s)", idp.id, meta.issuer)
         except Exception as exc:
             log.error("idp %s not ready: %s", idp.id, exc)
+            continue
+        # A setting the IdP's own metadata contradicts stops the start (named by key); an
+        # IdP unreachable now is checked when its metadata arrives (refused sign-ins then).
+        if (problem := par_problem(idp.config.par, meta)) is not None:
+            problems.append(f"idps[{i}].par: {problem}")
+    if problems:
+        raise ConfigError(problems)

@@ -378,10 +378,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return
         if by:
             first, second = (by * 2)[:2]
-            rows = sorted({str(r[first]) for r in result["grid"]})
-            cols = sorted({str(r[second]) for r in result["grid"]}) if len(by) == 2 else ["count"]
+            rows = sorted({_label(r[first]) for r in result["grid"]})
+            cols = (
+                sorted({_label(r[second]) for r in result["grid"]}) if len(by) == 2 else ["count"]
+            )
             cells = {
-                (str(r[first]), str(r[second]) if len(by) == 2 else "count"): r["count"]
+                (_label(r[first]), _label(r[second]) if len(by) == 2 else "count"): r["count"]
                 for r in result["grid"]
             }
             width = max([len(first), *map(len, rows)]) + 2
@@ -394,7 +396,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for title, key in (("outcome", "per_outcome"), ("idp", "per_idp"), ("event", "per_event")):
             print(f"\nper {title}:")
             for name, count in sorted(result[key].items(), key=lambda kv: -kv[1]):
-                print(f"  {name:<28} {count:>10}")
+                print(f"  {_label(name):<28} {count:>10}")
         print("\ntop failure reasons:")
         for row in result["top_failure_reasons"]:
             print(f"  {row['reason']:<28} {row['count']:>10}")
@@ -406,6 +408,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print(f"  {row['time']:<28} {row['count']:>10}")
 
     return run_store_command(args, body)
+
+
+def _label(value: Any) -> str:
+    """A table heading or row name; events without the field (no IdP before the IdP is
+    known, no room) are ``(none)``, never Python's ``None``."""
+    return "(none)" if value is None else str(value)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check-config``, ``adapters``, ``demo`` (and ``audit``,
+"""Command line: ``serve``, ``check-config``, ``doctor``, ``adapters``, ``demo`` (and ``audit``,
 ``policy``, ``sessions`` from their own modules).
 
 Configuration problems end the process with exit code 2 and one ``path: problem`` line each,
@@ -66,6 +66,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 1 when the Jitsi side disagrees with the settings, 2 on unreadable input."""
+    from gateway.doctor import diagnose
+
+    files = {
+        kind: Path(path)
+        for kind, path in (
+            ("prosody", args.prosody),
+            ("env", args.env),
+            ("config_js", args.config_js),
+        )
+        if path
+    }
+    if not files:
+        print("error: give at least one of --prosody, --env, --config-js", file=sys.stderr)
+        return 2
+    for path in files.values():
+        if not path.is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 2
+    settings = _load_required(args)
+    findings = diagnose(settings, files)
+    for finding in findings:
+        print(finding.render())
+    checked = ", ".join(str(p) for p in files.values())
+    if findings:
+        print(f"{len(findings)} mismatch(es) between Jitsi ({checked}) and the gateway's settings")
+        return 1
+    print(f"Jitsi side OK: {checked} match the gateway's settings")
+    return 0
+
+
 def cmd_adapters(args: argparse.Namespace) -> int:
     from gateway.plugins import discover
 
@@ -91,7 +123,7 @@ async def run_server(
     from gateway.app import build_gateway, make_app, warm_up
     from gateway.context import Gateway
     from gateway.devtools.embedded import EmbeddedMongo
-    from gateway.serving import DrainingHTTPServer
+    from gateway.serving import FileLimitTooLow, ensure_file_limit, make_server
     from gateway.store import Store
 
     embedded = None
@@ -122,7 +154,11 @@ async def run_server(
         await warm_up(gateway)
         if sockets is None:
             sockets = bind_sockets(settings.listen.port, settings.listen.host)
-        server = DrainingHTTPServer(make_app(gateway), xheaders=False)
+        try:
+            ensure_file_limit(settings.listen.max_connections)
+        except FileLimitTooLow as exc:
+            raise ConfigError([str(exc)]) from None
+        server = make_server(make_app(gateway), settings.listen)
         server.add_sockets(sockets)
         log.info(
             "listening on %s:%s, public URL %s (event loop: %s)",
@@ -284,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
                 default=1,
                 help="worker processes sharing the port (0: one per CPU; needs mongodb.uri)",
             )
+    p = sub.add_parser(
+        "doctor", help="check Jitsi's Prosody, docker-jitsi-meet .env and config.js against us"
+    )
+    p.add_argument("-c", "--config", help="settings file (default: ./settings.yaml)")
+    p.add_argument("--prosody", help="Prosody site file (/etc/prosody/conf.avail/<domain>.cfg.lua)")
+    p.add_argument("--env", help="docker-jitsi-meet's .env")
+    p.add_argument("--config-js", help="Jitsi Meet's config.js (or custom-config.js)")
+    p.set_defaults(func=cmd_doctor)
     audit_cli.add_parser(sub)
     policy_cli.add_parser(sub)
     sessions_cli.add_parser(sub)

@@ -69,6 +69,26 @@ class Listen(Strict):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="uvloop (libuv; about a third less CPU per request) or asyncio's own"
     )
+    # Limits on the gateway's own port (gateway/serving.py): nothing it serves needs more.
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body (forms, logout tokens); larger ones get 400 unread",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024, description="request line plus headers"
+    )
+    idle_seconds: float = Field(
+        75.0,
+        gt=0,
+        le=3600,
+        description="an idle keep-alive connection, or one sending no headers (above nginx's 60 s)",
+    )
+    body_seconds: float = Field(30.0, gt=0, le=3600, description="time to send a request body")
+    max_connections: int = Field(
+        2000, ge=1, le=1_000_000, description="open connections per process; more are closed"
+    )
 
 
 class Mongo(Strict):
@@ -113,6 +133,22 @@ class Cookies(Strict):
 class Session(Strict):
     lifetime_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
     flow_lifetime_seconds: int = Field(600, ge=30, le=3600)
+    refresh_token_key: SecretStr | None = Field(
+        None,
+        description="key (32+ characters) that encrypts the IdPs' refresh tokens at rest "
+        "(AES-256-GCM); default: derived from cookies.secret",
+    )
+
+    @field_validator("refresh_token_key")
+    @classmethod
+    def _key_strength(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        if v.get_secret_value().startswith("CHANGE-ME"):
+            raise ValueError("is still the example placeholder; set a random value of 32+ chars")
+        if len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (use a random value)")
+        return v
 
 
 class Avatar(Strict):
@@ -231,6 +267,36 @@ class IdP(Strict):
     picture_avatar: bool = Field(
         False, description="use the IdP's https picture claim as the Jitsi avatar"
     )
+    revalidate_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="ask the IdP (refresh token) at most this long after the last answer "
+        "whether the person may still sign in; 0: never",
+    )
+    revalidate_outage: Literal["allow", "refuse"] = Field(
+        "allow",
+        description="the IdP unreachable at revalidation: allow (for at most "
+        "revalidate_outage_grace_seconds) or refuse (end the session)",
+    )
+    revalidate_outage_grace_seconds: int = Field(900, ge=0, le=86400)
+    max_session_age_seconds: int = Field(
+        3600,
+        ge=60,
+        le=30 * 86400,
+        description="with revalidation on but no refresh token from the IdP: the person "
+        "signs in at the IdP again after this long",
+    )
+    par: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="pushed authorization requests (RFC 9126): auto uses them when the IdP "
+        "requires them",
+    )
+    frontchannel_logout: bool = Field(
+        True,
+        description="accept OpenID Connect front-channel logout at "
+        "/oidc/frontchannel-logout/<id> (framed by this IdP's pages only)",
+    )
 
     @field_validator("email_domains", "tenants")
     @classmethod
@@ -302,8 +368,11 @@ class IdP(Strict):
         return self.display_name or self.id
 
 
-URI_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,63}")
-UNSAFE_SCHEMES = frozenset({"http", "https", "javascript", "data", "file", "blob", "vbscript"})
+# An app's own scheme, by an allow-list of shapes rather than a deny-list of browser schemes:
+# a reverse-DNS name (org.jitsi.meet, com.example.meet: the form the mobile apps use and no
+# browser-handled scheme has), or the Jitsi desktop app's own jitsi-meet.
+APP_SCHEME = re.compile(r"[a-z][a-z0-9-]{0,30}(\.[a-z0-9][a-z0-9-]{0,30}){1,6}")
+DESKTOP_SCHEMES = frozenset({"jitsi-meet"})
 ANDROID_PACKAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
 
 
@@ -324,10 +393,10 @@ class Apps(Strict):
     @field_validator("ios_scheme", "android_scheme", "electron_scheme")
     @classmethod
     def _scheme(cls, v: str | None) -> str | None:
-        if v is not None and (not URI_SCHEME.fullmatch(v) or v in UNSAFE_SCHEMES):
+        if v is not None and not (APP_SCHEME.fullmatch(v) or v in DESKTOP_SCHEMES):
             raise ValueError(
-                f"{v!r} is not an app's URI scheme (lower-case letters, digits, + . -; "
-                "not http, https, javascript, data, file, blob)"
+                f"{v!r} is not an app's own URI scheme: a reverse-DNS name such as "
+                "com.example.meet (lower-case), or jitsi-meet"
             )
         return v
 

@@ -15,6 +15,8 @@ from gateway.http import HttpClient
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi import JitsiTokens
 from gateway.policy import Policy
+from gateway.revalidation import Revalidator
+from gateway.sealing import Sealer, sealing_key
 from gateway.signin import SignIn
 from gateway.store import Store
 from gateway.tokenservice.service import TokenService
@@ -60,11 +62,17 @@ class Gateway:
     inflight: InFlight = field(default_factory=InFlight)
     audit: Auditor = field(init=False)
     signin: SignIn = field(init=False)
+    sealer: Sealer = field(init=False)
+    revalidator: Revalidator = field(init=False)
     admin_throttle: AdminThrottle = field(init=False)
 
     def __post_init__(self) -> None:
         self.audit = Auditor(self.store.audit, self.now, trust=self.tokens.trust)
         self.store.use_trust(self.tokens.trust)  # admin searches and person rows
+        self.sealer = Sealer(sealing_key(self.settings))
+        self.revalidator = Revalidator(self.idps, self.store, self.sealer, self.audit, self.now)
+        if self.token_service is not None:
+            self.token_service.revalidate = self.revalidator.still_valid
         self.signin = SignIn(self, self.audit)
         admin = self.settings.admin
         self.admin_throttle = AdminThrottle(

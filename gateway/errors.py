@@ -51,6 +51,41 @@ REASONS: dict[str, Reason] = {
         "Sign-in is unavailable",
         "The identity provider cannot be reached.",
     ),
+    "par_failed": Reason(
+        "the IdP refused or failed the pushed authorization request (RFC 9126)",
+        502,
+        "Sign-in is unavailable",
+        "The identity provider did not accept the sign-in request.",
+    ),
+    "idp_revoked": Reason(
+        "revalidation: the IdP refused the refresh (invalid_grant: account disabled, "
+        "session or grant revoked); the session ended",
+        401,
+        "Please sign in again",
+        "Your sign-in is no longer valid at the identity provider.",
+        "info",
+    ),
+    "idp_revalidation_unavailable": Reason(
+        "revalidation: the IdP could not be asked (revalidate_outage decides; detail says "
+        "whether access was kept)",
+        502,
+        "Sign-in is unavailable",
+        "The identity provider cannot be reached.",
+        "info",
+    ),
+    "session_max_age": Reason(
+        "no refresh token from the IdP and the session reached max_session_age_seconds",
+        401,
+        "Please sign in again",
+        "Your sign-in has to be renewed at the identity provider.",
+        "info",
+    ),
+    "frontchannel_logout_invalid": Reason(
+        "a front-channel logout request without the IdP's iss or a sid",
+        400,
+        "Logout request rejected",
+        "The logout request is malformed.",
+    ),
     "state_invalid": Reason(
         "the callback's state is unknown", 400, "This sign-in link has expired", _START_AGAIN
     ),
@@ -111,6 +146,12 @@ REASONS: dict[str, Reason] = {
         503,
         "Sign-in is unavailable",
         "Please try again in a moment.",
+    ),
+    "query_timeout": Reason(
+        "an admin audit query ran past its budget (admin.query_timeout_seconds); MongoDB is up",
+        503,
+        "The query took too long",
+        "Narrow the filters (a shorter time range, one person) and try again.",
     ),
     "admin_unauthorized": Reason(
         "an admin API request without a valid admin bearer token",

@@ -7,12 +7,13 @@ query never reach a log line or an audit event.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
+
+from gateway import jsonlimits
 
 USER_AGENT = "jitsi-oidc-gateway"
 
@@ -111,9 +112,9 @@ class HttpClient:
             raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
         except OSError as exc:
             raise UpstreamError(url, f"unreachable ({type(exc).__name__})") from None
-        try:
-            payload = json.loads(data or b"null")
-        except ValueError:
+        try:  # nesting bounded: an IdP's answer nested thousands deep is "not JSON"
+            payload = jsonlimits.loads(data or b"null")
+        except (ValueError, UnicodeDecodeError):
             payload = None
         if not 200 <= status < 300:
             raise UpstreamError(url, f"HTTP {status}", status, payload)

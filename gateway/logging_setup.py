@@ -32,6 +32,7 @@ _SECRET_PARAMS = re.compile(
 )
 
 access_log = logging.getLogger("gateway.access")
+QUIET_LOGGERS = ("pymongo.command",)
 
 
 def redact(text: str) -> str:
@@ -107,6 +108,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     root.setLevel(level)
     # Tornado's own access log prints the query string (codes, states): ours replaces it.
     logging.getLogger("tornado.access").disabled = True
+    # The driver's command log (all at DEBUG) carries whole documents: a flow insert holds
+    # the PKCE verifier and the nonce, a session its identity. It is never written, whatever
+    # the level; the store's own errors are logged by the gateway without documents.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def log_request(handler: Any) -> None:

@@ -79,6 +79,12 @@ class GatewayCollector(Collector):
         )
         failures.add_metric([], _number(audit, "write_failures", "failures"))
         yield failures
+        refused = CounterMetricFamily(
+            "jog_audit_events_refused",
+            "audit events MongoDB refused for what they are (set aside in refused.ndjson)",
+        )
+        refused.add_metric([], _number(audit, "refused"))
+        yield refused
         sessions = CounterMetricFamily(
             "jog_session_store_errors", "session reads and writes that failed in MongoDB"
         )

@@ -28,10 +28,12 @@ from adapters.base import (
 from gateway.auditing import Auditor, Caller
 from gateway.delivery import app_url, deliver
 from gateway.errors import GatewayError
-from gateway.hashing import random_token
+from gateway.hashing import random_token, sha256_hex
 from gateway.http import UpstreamError
+from gateway.identity_rules import claimed, enforce
 from gateway.idps import ConfiguredIdP
 from gateway.jitsi_state import JitsiState, parse_state, state_param
+from gateway.revalidation import first_revalidation
 from gateway.room_token import room_token
 from gateway.rooms import room_link
 from gateway.routing import eligible_idps, hint_for, idp_for_email
@@ -134,11 +136,18 @@ class SignIn:
         audited once (``session_expired``) and marked to be cleared."""
         if not caller.session_id:
             return None
-        identity = await self.gateway.store.sessions.get(caller.session_id, self.gateway.now())
-        if identity is None:
+        record = await self.gateway.store.sessions.record(caller.session_id, self.gateway.now())
+        if record is None:
             await self.audit(caller, "session_expired", "info")
             caller.end_session()
-        return identity
+            return None
+        # Nothing due: no further round trip. Due: one refresh at the IdP; a refusal ends
+        # the session (audited there) and the person goes on to the IdP.
+        if record.revalidate_at is not None and not await self.gateway.revalidator.still_valid(
+            caller, record
+        ):
+            return None
+        return record.identity
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -312,22 +321,29 @@ class SignIn:
         if idp.config.userinfo:
             userinfo = await idp.rp.userinfo(tokens.access_token, tokens.claims["sub"])
         try:
-            identity = idp.adapter.identity(tokens.claims, userinfo)
+            identity = enforce(idp.adapter.identity(tokens.claims, userinfo), idp.id, tokens.claims)
             if idp.enricher is not None:
-                identity = await idp.enricher.enrich(
-                    identity, tokens.access_token, self.gateway.http
+                identity = enforce(
+                    await idp.enricher.enrich(identity, tokens.access_token, self.gateway.http),
+                    idp.id,
+                    tokens.claims,
                 )
         except AdapterError as exc:
             reason = "policy_denied" if isinstance(exc, AccessDenied) else "claims_invalid"
-            raise GatewayError(reason, f"{idp.id}: {exc.reason}: {exc}") from None
+            raise GatewayError(
+                reason, f"{idp.id}: {exc.reason}: {exc}", **claimed(tokens.claims)
+            ) from None
         except UpstreamError as exc:
-            raise GatewayError("claims_invalid", f"{idp.id}: enrichment failed: {exc}") from None
+            raise GatewayError(
+                "claims_invalid", f"{idp.id}: enrichment failed: {exc}", **claimed(tokens.claims)
+            ) from None
         sid = tokens.claims.get("sid")
         return IdpLogin(
             identity,
             subject=tokens.claims["sub"],
             session_id=sid if isinstance(sid, str) else None,
             id_token=tokens.id_token,
+            refresh_token=tokens.refresh_token,
         )
 
     async def _signed_in(self, caller: Caller, flow: Flow, login: IdpLogin) -> None:
@@ -347,8 +363,18 @@ class SignIn:
         session_id = random_token()  # always fresh: never reuse an id from before login
         now = self.gateway.now()
         lifetime = self.gateway.settings.session.lifetime_seconds
+        idp_config = self.gateway.idps[flow.idp].config
+        revalidate_at = first_revalidation(idp_config, now, login.refresh_token is not None)
+        sealed = None
+        if revalidate_at is not None and login.refresh_token is not None:
+            sealed = self.gateway.sealer.seal(login.refresh_token, sha256_hex(session_id))
         await sessions.create(
-            session_id, login, created_at=now, expires_at=now + timedelta(seconds=lifetime)
+            session_id,
+            login,
+            created_at=now,
+            expires_at=now + timedelta(seconds=lifetime),
+            revalidate_at=revalidate_at,
+            idp_refresh=sealed,
         )
         caller.start_session(session_id, lifetime)
         event = {

@@ -26,6 +26,7 @@ from gateway.devtools.embedded import EmbeddedMongo
 from gateway.devtools.op import TestOP
 from tests.support.browser import launch_chromium
 from tests.support.gateway import GatewayUnderTest, start_gateway
+from tests.support.keycloak import Keycloak
 
 ID_TOKEN_TTL = 120
 EVENT_LOOP = os.environ.get("JOG_TEST_EVENT_LOOP") or Listen().event_loop
@@ -135,3 +136,37 @@ async def chromium(chromium_process: Browser) -> AsyncIterator[Browser]:
     for context in chromium_process.contexts:
         if context not in before:
             await context.close()
+
+
+@pytest.fixture(scope="session")
+def keycloak(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Keycloak]:
+    """One real Keycloak per test run, started on first use (40-200 s on a busy machine).
+    Under pytest-xdist the workers share it (the first that asks starts it; the controlling
+    process stops it when all are done, see ``pytest_sessionfinish``), so two Keycloak
+    modules on two workers pay one start. Import a realm per module with
+    ``await keycloak.import_realm(...)``; see tests/support/keycloak.py.
+    ``JOG_KEYCLOAK_URL=http://127.0.0.1:P`` uses a server already running (started as
+    ``Keycloak.start`` does, e.g. while writing tests)."""
+    attached = os.environ.get("JOG_KEYCLOAK_URL")
+    if attached:  # a Keycloak started by hand (same admin password): no start, no stop
+        yield Keycloak.attach(attached)
+        return
+    if hasattr(request.config, "workerinput"):  # an xdist worker: the run's shared server
+        yield Keycloak.shared(tmp_path_factory.getbasetemp().parent)
+        return
+    server = Keycloak.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controlling process of an xdist run stops the Keycloak its workers shared."""
+    if hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and getattr(session.config.option, "numprocesses", None):
+        Keycloak.stop_shared(factory.getbasetemp())

@@ -11,7 +11,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from adapters.azure import AzureAdapter
-from adapters.base import AccessDenied, Adapter, AdapterError, Claims, Identity
+from adapters.base import (
+    AccessDenied,
+    Adapter,
+    AdapterError,
+    Claims,
+    Identity,
+    subject_problem,
+)
 from adapters.conformance import AdapterKit, BadConfig, Check, Good, Refused, check_identity
 from adapters.generic import GenericAdapter
 from adapters.google import GoogleAdapter
@@ -250,8 +257,8 @@ class Careful(Adapter):
 
     def identity(self, claims: Claims, userinfo: Claims | None) -> Identity:
         sub, nick = claims.get("sub"), claims.get("nickname")
-        if not isinstance(sub, str) or not sub or not isinstance(nick, str) or not nick.strip():
-            raise AdapterError("claims_invalid", "sub or nickname missing")
+        if subject_problem(sub) or not isinstance(nick, str) or not nick.strip():
+            raise AdapterError("claims_invalid", "sub or nickname missing or malformed")
         groups = claims.get("groups")
         if groups == ["banned"]:
             raise AccessDenied("banned", "banned group")

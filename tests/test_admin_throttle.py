@@ -52,7 +52,7 @@ def test_refused_after_max_failures_until_the_oldest_leaves_the_window() -> None
 
 def test_success_clears_and_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    throttle = AdminThrottle(2, 60, clock)
+    throttle = AdminThrottle(3, 60, clock)
     throttle.failed("a")
     throttle.succeeded("a")
     throttle.failed("a")
@@ -63,6 +63,52 @@ def test_success_clears_and_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -
     assert len(throttle._failures) == 3 and "b" not in throttle._failures
     throttle.failed("a")
     assert throttle.retry_after("a") is not None
+
+
+def test_a_blocked_address_cannot_be_evicted_by_many_others() -> None:
+    """10,001 other failing addresses used to push a blocked one out (429 -> 401)."""
+    clock = Clock()
+    throttle = AdminThrottle(10, 300, clock)
+    for _ in range(10):
+        throttle.failed("203.0.113.7")
+    assert throttle.retry_after("203.0.113.7") is not None
+    for n in range(admin_throttle.MAX_ADDRESSES + 1):
+        address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        assert throttle.retry_after(address) is None
+        throttle.failed(address)
+    assert throttle.retry_after("203.0.113.7") is not None
+    assert len(throttle._failures) <= admin_throttle.MAX_ADDRESSES
+    clock.now += 300  # the window passes: the block ends on its own
+    assert throttle.retry_after("203.0.113.7") is None
+
+
+def test_ipv6_is_counted_by_its_64() -> None:
+    clock = Clock()
+    throttle = AdminThrottle(10, 300, clock)
+    tries = 0
+    for n in range(40):  # four addresses of one /64, ten tries each
+        address = f"2001:db8:1:2::{n % 4 + 1:x}"
+        if throttle.retry_after(address) is None:
+            tries += 1
+            throttle.failed(address)
+    assert tries == 10
+    assert throttle.retry_after("2001:db8:1:3::1") is None  # the next /64 is another client
+    assert throttle.retry_after("::ffff:198.51.100.1") is None
+    for _ in range(10):
+        throttle.failed("::ffff:198.51.100.1")
+    assert throttle.retry_after("198.51.100.1") is not None  # IPv4-mapped is the IPv4
+
+
+def test_a_table_full_of_blocked_addresses_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(admin_throttle, "MAX_BLOCKED", 3)
+    throttle = AdminThrottle(2, 60, clock)
+    for address in ("a", "b", "c"):
+        throttle.failed(address)
+        throttle.failed(address)
+    assert throttle.retry_after("new") == 60  # refused until the oldest block ends
+    clock.now += 60
+    assert throttle.retry_after("new") is None
 
 
 @pytest_asyncio.fixture

@@ -162,6 +162,36 @@ async def test_sign_out_in_chromium_ends_both_sessions(
             await standin.close_all_connections()
 
 
+async def test_standin_room_page_signs_out_as_jitsi_does(
+    chromium: Browser, op: TestOP, mongo_uri: str
+) -> None:
+    """The demo's room page offers what Jitsi's logout does: tokenLogoutUrl in a hidden
+    iframe ends the gateway session (the IdP's stays); and a full sign-out link."""
+    jitsi_sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    jitsi_url = f"http://127.0.0.1:{jitsi_sockets[0].getsockname()[1]}"
+    async with start_gateway(op, mongo_uri, jitsi={"base_url": jitsi_url}) as gw:
+        standin = HTTPServer(make_standin(gw.url, gw.settings.jitsi))
+        standin.add_sockets(jitsi_sockets)
+        try:
+            page = await chromium.new_page()
+            assert (await sign_in_in_chromium(page, f"{jitsi_url}/Standup"))["room"] == "standup"
+            assert await gw.store.sessions.collection.count_documents({}) == 1
+            everywhere = await page.get_attribute("#signout-everywhere", "href")
+            assert everywhere == f"{gw.url}/oidc/logout"
+            async with page.expect_response(f"{gw.url}/oidc/logout/silent") as answer:
+                await page.click("#signout")
+            assert (await answer.value).status == 200
+            await page.wait_for_function(
+                "document.getElementById('signout-status').textContent !== ''"
+            )
+            assert await gw.store.sessions.collection.count_documents({}) == 0
+            [event] = [e async for e in gw.store.audit.collection.find({"event": "logout"})]
+            assert event["silent"] is True and event["outcome"] == "success"
+        finally:
+            standin.stop()
+            await standin.close_all_connections()
+
+
 @pytest.mark.parametrize(
     "attacker_host", ["localhost", "127.0.0.1"], ids=["cross_site", "same_site"]
 )

@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
+from gateway.devtools.demo import DEMO_CLIENT_NAME
 from gateway.devtools.op import TestOP
 
 
@@ -68,6 +69,9 @@ async def test_demo_signs_in_and_shows_the_token(demo: tuple[str, str]) -> None:
         auth = await browser.get(entry.headers["location"])
         authorize = auth.headers["location"]
         op = TestOP.attach(authorize.split("/auth?")[0])
+        async with httpx.AsyncClient(follow_redirects=True, timeout=15) as look:
+            login = await look.get(authorize)  # the OP names the demo, not a random id
+        assert f"Signing in to <strong>{DEMO_CLIENT_NAME}</strong>" in login.text
         callback = await op.login_over_http(browser, authorize, "alice", "alice")
         jitsi = await browser.get(callback)  # signs in and mints at once
         page = await browser.get(jitsi.headers["location"])

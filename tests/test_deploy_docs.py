@@ -10,6 +10,7 @@ systemd (systemd-analyze verify), env, yaml (parsed and asserted), sh (bash -n),
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import shutil
 import subprocess
@@ -123,6 +124,32 @@ def test_prosody_blocks_pass_prosodyctl(prosody_dir: Path, index: int) -> None:
     assert 'asap_accepted_audiences = { "jitsi" }' in snippet.text
 
 
+def lua_list(text: str, key: str) -> list[list[str]]:
+    """Every ``key = { "a"; "b", ... }`` list in a Lua snippet, as lists of names."""
+    found = re.findall(key + r"\s*=\s*\{(.*?)\}", re.sub(r"--[^\n]*", "", text), re.S)
+    return [re.findall(r'"([^"]+)"', body) for body in found]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["hs256", "rs256"])
+def test_prosody_blocks_load_what_the_token_contract_needs(index: int) -> None:
+    """The moderator claims need token_affiliation next to token_verification (Debian's
+    jitsi-meet-tokens loads only the latter); tenants need domain verification."""
+    text = of_kind("prosody")[index].text
+    host, component = re.split(r'^Component "conference\.', text, maxsplit=1, flags=re.M)
+    (modules,) = lua_list(component, "modules_enabled")
+    assert {"token_verification", "token_affiliation"} <= set(modules), modules
+    assert re.search(r"^\s*enable_domain_verification = true\b", host, re.M)
+    assert re.search(r"^\s*allow_empty_token = false\b", host, re.M)
+
+
+def test_the_guide_states_the_clock_and_prosody_log_facts() -> None:
+    text = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    assert "Prosody checks `nbf` and `exp` with no leeway" in text
+    assert "Run NTP" in text
+    assert "logs the complete JWT at level `error`" in text
+    assert "`tokenAuthInline: true` is required" in text
+
+
 def test_prosodyctl_fails_a_broken_block(prosody_dir: Path) -> None:
     broken = of_kind("prosody")[0].text.replace('app_id = "my_jitsi_app"', "app_id = ")
     done = prosody_check(prosody_dir, broken)
@@ -203,6 +230,34 @@ def test_token_service_block_passes_check_config(
     assert "token_service.clients[0].redirect_uri: Field required" in capsys.readouterr().err
 
 
+def test_doctor_finds_the_guides_jitsi_side_matching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's Prosody block, docker-jitsi-meet lines and config.js lines, with the
+    guide's settings, pass ``doctor``; the Debian block as jitsi-meet-tokens leaves it (only
+    token_verification) does not once the policy makes moderators."""
+    path = check_settings(tmp_path, monkeypatch, {})
+    secret = "s" * 48  # what check_settings wrote into the secret files
+    files = {
+        "prosody": of_kind("prosody")[0].text.replace("<jitsi.app_secret>", secret),
+        "env": of_kind("env")[0].text.replace("<jitsi.app_secret>", secret),
+        "config-js": next(s.text for s in of_kind("js") if "tokenLogoutUrl" in s.text),
+    }
+    argv = ["doctor", "-c", str(path)]
+    for kind, text in files.items():
+        (tmp_path / kind).write_text(text)
+        argv += [f"--{kind}", str(tmp_path / kind)]
+    assert cli.main(argv) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("Jitsi side OK:")
+    data = yaml.safe_load(path.read_text())
+    data["policy"] = {"defaults": {"affiliation": "owner"}}
+    path.write_text(yaml.safe_dump(data))
+    debian_default = files["prosody"].replace('        "token_affiliation";', "")
+    (tmp_path / "prosody").write_text(debian_default)
+    assert cli.main(argv) == 1
+    assert "does not load token_affiliation" in capsys.readouterr().out
+
+
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing (Debian's systemd package)"
@@ -237,9 +292,44 @@ def test_docker_jitsi_meet_env_matches_the_settings() -> None:
     assert env["JWT_APP_ID"] == jitsi["app_id"] == env["JWT_ACCEPTED_ISSUERS"]
     assert env["JWT_ACCEPTED_AUDIENCES"] == jitsi["audience"]
     assert env["JWT_ALLOW_EMPTY"] == "0"
+    # docker-jitsi-meet defaults these to "every tenant's token opens every tenant" and
+    # "token_verification only, first person moderates".
+    assert env["JWT_ENABLE_DOMAIN_VERIFICATION"] in ("1", "true")
+    assert "token_affiliation" in env["XMPP_MUC_MODULES"].split(",")
+    assert env["ENABLE_AUTO_OWNER"] == "0"
     assert env["TOKEN_AUTH_URL"] == (
         f"{settings['public_url']}/oidc/auth?room={{room}}&state={{state}}"
     )
+
+
+def config_js(snippet: str, tmp_path: Path) -> dict:
+    """What a config.js snippet sets, evaluated by node on an empty ``config``."""
+    script = tmp_path / "config.js"
+    script.write_text(f"var config = {{}};\n{snippet}\nconsole.log(JSON.stringify(config));")
+    done = subprocess.run([str(NODE), str(script)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_token_service_config_js_uses_the_popup(tmp_path: Path) -> None:
+    """Jitsi's sso.html works only from the popup (the nonce); the guide's lines say so."""
+    assert NODE.exists(), "node missing: bash scripts/setup.sh --test"
+    (snippet,) = [s for s in of_kind("js") if "config.sso" in s.text]
+    config = config_js(snippet.text, tmp_path)
+    assert config["tokenAuthInline"] is True
+    assert config["tokenAuthUrl"].startswith("https://meet.example.com/oidc/authorize?")
+    assert config["sso"] == {"tokenService": "meet.example.com/oidc", "clientId": "jitsi-web"}
+
+
+def test_compose_env_fragment_is_the_guides_block() -> None:
+    """deploy/compose/docker-jitsi-meet.env (what our compose file points docker-jitsi-meet's
+    .env to) holds the guide's block, domain verification and token_affiliation included."""
+    (env_snippet,) = of_kind("env")
+    shipped = (ROOT / "deploy" / "compose" / "docker-jitsi-meet.env").read_text()
+    lines = [line for line in shipped.splitlines() if line and not line.startswith("#")]
+    assert lines == env_snippet.text.splitlines()
+    assert "JWT_ENABLE_DOMAIN_VERIFICATION=1" in lines
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    assert "compose/docker-jitsi-meet.env" in compose
 
 
 def test_mongod_conf_is_a_replica_set() -> None:

@@ -23,6 +23,7 @@ from tornado.web import Application, RequestHandler
 from gateway.config import Apps
 from gateway.devtools.op import TestOP
 from gateway.devtools.standin import make_standin
+from gateway.jitsi_state import parse_state
 from tests.support.browser import sign_in_in_chromium
 from tests.support.gateway import APP_SECRET, JITSI_BASE, GatewayUnderTest, start_gateway
 from tests.support.jitsi_web import (
@@ -33,7 +34,8 @@ from tests.support.jitsi_web import (
 )
 
 # A room URL an embedder or a person might open: toolbar, nested config, ICE servers, an
-# interface override, and a key Jitsi itself does not carry over (foo).
+# interface override, a key Jitsi itself does not carry over (foo), and keys Jitsi's login
+# button carries but the gateway does not (they point the client at other servers).
 LOCATION_HASH = (
     '#config.toolbarButtons=["microphone","camera","hangup"]'
     "&config.startWithVideoMuted=true"
@@ -41,8 +43,12 @@ LOCATION_HASH = (
     "&interfaceConfig.SHOW_JITSI_WATERMARK=false"
     '&iceServers.replace=[{"targets":["turn"],"urls":"turns:turn.example:443"}]'
     '&config.subject="Stand & up = 100%"'
+    '&config.websocket="wss://evil.example/xmpp-websocket"'
+    "&config.analytics.watchRTCEnabled=true"
     "&foo=1"
 )
+# What the gateway never hands back (gateway/jitsi_state.py CONFIG_KEYS).
+NOT_CARRIED = ("iceServers.replace", "config.websocket", "config.analytics.watchRTCEnabled")
 TOKEN_AUTH_URL = "{gw}/oidc/auth?room={{room}}&state={{state}}&code_challenge={{code_challenge}}"
 
 
@@ -87,7 +93,7 @@ def expected_overrides() -> dict[str, Any]:
     kept = {
         k: v
         for k, v in params.items()
-        if k.split(".")[0] in {"config", "interfaceConfig", "iceServers"}
+        if k.split(".")[0] in {"config", "interfaceConfig", "iceServers"} and k not in NOT_CARRIED
     }
     return kept | {"config.startWithAudioMuted": True, "config.prejoinConfig.enabled": False}
 
@@ -157,6 +163,30 @@ async def test_jitsi_code_challenge_and_nonce_never_reach_the_idp(
         assert response.headers["location"].startswith(op.issuer)
 
 
+# Keys that could point Jitsi's client at another server, script or TURN relay: never carried.
+POINTERS = {
+    "config.hosts.domain": "evil.example",
+    "config.hosts.muc": "conference.evil.example",
+    "config.bosh": "https://evil.example/http-bind",
+    "config.websocket": "wss://evil.example/xmpp-websocket",
+    "config.serviceUrl": "wss://evil.example/xmpp-websocket",
+    "config.analytics.scriptURLs": ["https://evil.example/a.js"],
+    "config.analytics.watchRTCEnabled": True,
+    "config.analytics.watchRTCConfigParams": {"rtcApiKey": "x"},
+    "config.p2p.stunServers": [{"urls": "stun:evil.example"}],
+    "config.dynamicBrandingUrl": "https://evil.example/brand.json",
+    "iceServers.replace": [{"targets": ["turn"], "urls": "turns:evil.example:443"}],
+    "interfaceConfig.SUPPORT_URL": "https://evil.example/help",
+    "interfaceConfig.JITSI_WATERMARK_LINK": "https://evil.example/",
+}
+
+
+def test_state_keeps_no_key_that_points_elsewhere() -> None:
+    state = json.dumps({"room": "standup", "config.startWithAudioMuted": True, **POINTERS})
+    parsed = parse_state(state, "standup")
+    assert parsed.overrides == {"config.startWithAudioMuted": True}
+
+
 BAD_STATES = [
     ("too_deep", {"room": "standup", "config.x": [[[[[[[[["deep"]]]]]]]]]}),
     ("oversized", {"room": "standup", "config.pad": "x" * 9000}),
@@ -187,7 +217,7 @@ async def test_override_keys_cannot_smuggle_parameters(
         "config.b=1": "x",
         "config.__proto__.x": 1,
         "config.c#d": 1,
-        "config.ok": "&jwt=forged#x",
+        "config.subject": "&jwt=forged#x",
     }
     async with start_gateway(op, mongo_uri) as gw:
         final = await follow_sign_in(
@@ -198,7 +228,7 @@ async def test_override_keys_cannot_smuggle_parameters(
         )
         url = final.headers["location"]
         params = jitsi_hash_params(url)
-        assert params == {"config.ok": "&jwt=forged#x"}
+        assert params == {"config.subject": "&jwt=forged#x"}
         token = jitsi_token(url)
         assert token is not None and decode_jitsi(token)["room"] == "standup"
 
@@ -263,6 +293,10 @@ async def test_white_labelled_app_schemes_and_apps_switched_off(
     [
         {"ios_scheme": "javascript"},
         {"electron_scheme": "https"},
+        {"electron_scheme": "view-source"},  # browser schemes a deny-list would miss
+        {"ios_scheme": "intent"},
+        {"android_scheme": "ms-settings"},
+        {"ios_scheme": "chrome"},
         {"android_scheme": "Org Jitsi"},
         {"android_package": "jitsi"},
     ],

@@ -99,6 +99,13 @@ DIVERTED = [
     ("room_with_other_params", "/standup?lang=de", {"room": ["standup"]}),
     ("tenant_room", "/acme/standup", {"tenant": ["acme"], "room": ["standup"]}),
     ("empty_jwt", "/standup?jwt=", {"room": ["standup"]}),
+    # `oidc` is the gateway's prefix only with a slash after it: as a name it is a room.
+    ("room_named_oidc", "/oidc", {"room": ["oidc"]}),
+    ("tenant_room_named_oidc", "/acme/oidc", {"tenant": ["acme"], "room": ["oidc"]}),
+    # Jitsi keeps the last `jwt` (URLSearchParams): a later empty or bare one leaves none.
+    ("last_jwt_empty", "/standup?jwt=abc&jwt=", {"room": ["standup"]}),
+    ("last_jwt_bare", "/standup?jwt=abc&jwt", {"room": ["standup"]}),
+    ("last_jwt_bare_then_more", "/standup?jwt=abc&jwt&lang=de", {"room": ["standup"]}),
     # Jitsi reads only lower-case `jwt`: other spellings carry no usable token.
     ("upper_case_jwt", "/standup?JWT=abc.def.ghi", {"room": ["standup"]}),
     ("mixed_case_jwt", "/standup?Jwt=abc.def.ghi", {"room": ["standup"]}),
@@ -147,6 +154,10 @@ SERVED_BY_JITSI = [
     ("tenant_libs", "/acme/libs/app.bundle.min.js", "JITSI-LIBS"),
     ("name_gateway_refuses", "/caf%C3%A9", "JITSI-INDEX"),
     ("jwt_after_other_params", "/standup?lang=de&jwt=abc.def.ghi", "JITSI-INDEX"),
+    ("room_named_oidc_with_jwt", "/oidc?jwt=abc.def.ghi", "JITSI-INDEX"),
+    ("tenant_room_named_oidc_with_jwt", "/acme/oidc?jwt=abc.def.ghi", "JITSI-INDEX"),
+    ("last_of_two_jwts_has_a_value", "/standup?jwt=&jwt=abc.def.ghi", "JITSI-INDEX"),
+    ("jwt_then_other_params", "/standup?jwt=abc.def.ghi&lang=de&xjwt=", "JITSI-INDEX"),
     ("flag_after_other_params", "/standup?lang=de&oidc=1", "JITSI-INDEX"),
     # Encoded characters in the path: never diverted (the raw path differs from $uri).
     ("encoded_slash", "/room%2Fx", "JITSI-INDEX"),
@@ -427,3 +438,22 @@ async def test_code_and_state_stay_out_of_nginx_logs_when_the_gateway_is_down(
     # Jitsi's own redaction: the room request is logged without its query string.
     assert '"GET /standup?[params_redacted]" 200' in access_log
     assert "abc.def.ghi" not in access_log
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+async def test_http_1_0_without_host_gets_a_relative_location() -> None:
+    """Without a Host header nginx would build the entry rule's Location from the server's
+    address (``http://127.0.0.1:<port>/oidc/auth...``): a relative one names no host."""
+    with plain_nginx(dead_port()) as nginx:
+        answer = raw_request(nginx.port, b"GET /standup HTTP/1.0\r\n\r\n")
+    head = answer.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 302"), head
+    assert "Location: /oidc/auth?room=standup" in head.split("\r\n"), head

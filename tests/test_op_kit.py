@@ -209,6 +209,29 @@ async def test_wrong_password_is_reported(op: TestOP) -> None:
             await op.login_over_http(browser, url, "alice", "wrong")
 
 
+async def login_page(op: TestOP, url: str) -> str:
+    async with httpx.AsyncClient(follow_redirects=True) as browser:
+        response = await browser.get(url)
+    assert 'id="username"' in response.text, response.text
+    return response.text
+
+
+@pytest.mark.asyncio
+async def test_login_page_names_the_client_by_its_registered_name(op: TestOP) -> None:
+    """A person sees the client_name (here the demo's), not a random client id; a client
+    registered without one is named by its id."""
+    from gateway.devtools.demo import DEMO_CLIENT_NAME
+
+    named = await op.register_client([REDIRECT_URI], client_name=DEMO_CLIENT_NAME)
+    url, *_ = await authorization_url(op, named["client_id"], "openid")
+    page = await login_page(op, url)
+    assert f"Signing in to <strong>{DEMO_CLIENT_NAME}</strong>" in page
+    assert named["client_id"] not in page.split("<form")[0]
+    bare = await op.register_client([REDIRECT_URI])
+    url, *_ = await authorization_url(op, bare["client_id"], "openid")
+    assert f"Signing in to <code>{bare['client_id']}</code>" in await login_page(op, url)
+
+
 @pytest.mark.asyncio
 async def test_rotation_changes_kid_and_keeps_state(op: TestOP) -> None:
     client = await op.register_client(

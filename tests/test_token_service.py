@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
 import jwt
@@ -39,16 +39,22 @@ async def tgw(op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
         yield running
 
 
-def authorize_url(gw: GatewayUnderTest, challenge: str, **extra: str) -> str:
+def js_encode(value: str) -> str:
+    """What Jitsi's ``encodeURIComponent`` makes of the state (``{state}`` in tokenAuthUrl)."""
+    return quote(value, safe="!~*'()")
+
+
+def authorize_url(gw: GatewayUnderTest, challenge: str, state: str = STATE, **extra: str) -> str:
+    """Jitsi's popup login (``tokenAuthInline``): ``{state}`` filled in with
+    ``encodeURIComponent``, its challenge, and ``&nonce=`` appended (the popup path only)."""
     params = {
         "client_id": CLIENT_ID,
         "redirect_uri": SSO,
-        "state": STATE,
         "code_challenge": challenge,
-        "nonce": "n" + secrets.token_hex(16),
         **extra,
     }
-    return f"{gw.url}/oidc/authorize?{urlencode(params)}"
+    nonce = "n" + secrets.token_hex(16)
+    return f"{gw.url}/oidc/authorize?{urlencode(params)}&state={js_encode(state)}&nonce={nonce}"
 
 
 async def sign_in_for_code(
@@ -129,7 +135,8 @@ async def test_code_flow_answers_what_sso_html_needs(
     assert query["state"] == [STATE]  # byte for byte
     assert set(query) == {"code", "state"}
     raw_state = urlsplit(location).query.split("state=")[1]
-    assert raw_state == urlencode({"state": STATE})[len("state=") :]
+    assert raw_state == js_encode(STATE)  # the bytes Jitsi sent: spaces as %20, not +
+    assert "Daily%20%26%20weekly" in raw_state
 
     response = await redeem(tgw, query["code"][0], verifier)
     assert response.status_code == 200, response.text
@@ -258,6 +265,77 @@ async def test_refresh_ends_with_the_session_logout(
         tgw, grant_type="refresh_token", refresh_token=body["refresh_token"], client_id=CLIENT_ID
     )
     assert response.status_code == 400 and "session has ended" in response.text
+
+
+async def test_state_comes_back_byte_for_byte_through_the_idp(
+    tgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """Every character encodeURIComponent leaves alone or encodes, through a sign-in at the
+    IdP (the authorize request is rebuilt on the way back) and for a live session."""
+    state = json.dumps(
+        {"room": "Standup", "tenant": None, "config.subject": "a b+c %41 (x)*!~'é&="},
+        ensure_ascii=False,
+    )
+    for _ in range(2):  # first through the IdP, then with the live session
+        _, challenge = pkce_pair()
+        location = await sign_in_for_code(tgw, op, browser, authorize_url(tgw, challenge, state))
+        raw = urlsplit(location).query.split("state=")[1]
+        assert raw == js_encode(state)
+        assert "a%20b%2Bc%20%2541%20(x)*!~'%C3%A9%26%3D" in raw
+
+
+async def test_a_dead_refresh_token_is_taken_out_of_the_state_after_a_fresh_sign_in(
+    tgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """Jitsi's refresh after the session ended: its popup carries the dead refresh token in
+    the state; the person signs in again; the state comes back without it, so sso.html
+    redeems the code (its refresh branch would fail and Jitsi would keep the dead token).
+    The refresh token is not carried through the IdP: the flow record never holds it."""
+    body, _ = await full_grant(tgw, op, browser)
+    # While the session lives the refresh token stays in the state (sso.html refreshes).
+    with_refresh = json.dumps({**json.loads(STATE), "refreshToken": body["refresh_token"]})
+    _, challenge = pkce_pair()
+    live = await sign_in_for_code(tgw, op, browser, authorize_url(tgw, challenge, with_refresh))
+    assert json.loads(parse_qs(urlsplit(live).query)["state"][0]) == json.loads(with_refresh)
+
+    page = await browser.get(f"{tgw.url}/oidc/logout")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    await browser.post(f"{tgw.url}/oidc/logout", data={"csrf": csrf})
+    verifier, challenge = pkce_pair()
+    url = authorize_url(tgw, challenge, with_refresh)
+    to_idp = await browser.get(url)
+    assert to_idp.headers["location"].startswith(op.issuer)  # a fresh sign-in
+    flows = [d async for d in tgw.store.flows.collection.find({})]
+    assert flows and body["refresh_token"] not in str(flows)
+    location = await sign_in_for_code(tgw, op, browser, url)
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    assert "refreshToken" not in json.loads(state)
+    assert json.loads(state) == json.loads(STATE)  # everything else kept, in its order
+    assert list(json.loads(state)) == list(json.loads(STATE))
+    redeemed = await redeem(tgw, code_of(location), verifier)
+    assert redeemed.status_code == 200, redeemed.text
+    assert body["refresh_token"] not in str(await events(tgw, "code_issued"))
+
+
+async def test_a_used_refresh_token_is_taken_out_for_a_live_session(
+    tgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
+) -> None:
+    """The session lives but the state's refresh token was already rotated (or revoked):
+    the code goes back without it, audited as refresh_token_dropped."""
+    body, _ = await full_grant(tgw, op, browser)
+    rotated = await token_request(
+        tgw, grant_type="refresh_token", refresh_token=body["refresh_token"], client_id=CLIENT_ID
+    )
+    assert rotated.status_code == 200
+    stale = json.dumps({**json.loads(STATE), "refreshToken": body["refresh_token"]})
+    verifier, challenge = pkce_pair()
+    location = await sign_in_for_code(tgw, op, browser, authorize_url(tgw, challenge, stale))
+    assert json.loads(parse_qs(urlsplit(location).query)["state"][0]) == json.loads(STATE)
+    redeemed = await redeem(tgw, code_of(location), verifier)
+    assert redeemed.status_code == 200, redeemed.text
+    issued = await events(tgw, "code_issued")
+    assert [e.get("refresh_token_dropped") for e in issued] == [None, True]
+    assert body["refresh_token"] not in str(issued)
 
 
 async def test_refresh_ends_with_back_channel_logout(

@@ -21,6 +21,7 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 
 REPO = Path(__file__).resolve().parents[2]
+DEMO_CLIENT_NAME = "Jitsi Meet (jitsi-oidc-gateway demo)"
 
 DEMO_ACCOUNTS: list[dict[str, Any]] = [
     {
@@ -91,6 +92,7 @@ async def run_demo(port: int, jitsi_port: int) -> None:
         # back-channel logout, so the demo's sign-out ends the OP session too.
         client = await op.register_client(
             [f"{gateway_url}/oidc/redirect/demo"],
+            client_name=DEMO_CLIENT_NAME,  # the OP's login page names it so, not by its id
             post_logout_redirect_uris=[f"{gateway_url}/oidc/logged-out"],
             backchannel_logout_uri=f"{gateway_url}/oidc/backchannel-logout",
             backchannel_logout_session_required=True,

@@ -61,6 +61,7 @@ class TestOP:
         ttl: dict[str, int] | None = None,
         issuer_path: str | None = None,
         discovery_issuer: str | None = None,
+        par: str | None = None,
     ) -> TestOP:
         """Spawn the OP on a free port and wait (up to 30 s) for its issuer line."""
         if not NODE.exists():
@@ -75,6 +76,8 @@ class TestOP:
             config["issuer_path"] = issuer_path
         if discovery_issuer is not None:
             config["discovery_issuer"] = discovery_issuer
+        if par is not None:  # "required" | "off" (default: offered, not required)
+            config["par"] = par
         config_path = workdir / "config.json"
         config_path.write_text(json.dumps(config), encoding="utf-8")
         stderr_path = workdir / "stderr.log"
@@ -222,6 +225,26 @@ class TestOP:
         async with self._client() as client:
             response = await client.post(f"{self.issuer}{path}", json=body)
             response.raise_for_status()
+
+    async def set_account_disabled(self, sub: str, disabled: bool = True) -> None:
+        """Disable (or enable again) an account: refreshes get invalid_grant, logins fail."""
+        await self._control("/__test/account", {"sub": sub, "disabled": disabled})
+
+    async def revoke_grants(self, sub: str) -> None:
+        """Revoke every grant of the account, and the refresh tokens issued under them."""
+        await self._control("/__test/revoke", {"sub": sub})
+
+    async def token_outage(self, status: int) -> None:
+        """Make the token endpoint answer ``status`` (0: answer normally again)."""
+        await self._control("/__test/token-outage", {"status": status})
+
+    async def pushed_requests(self) -> dict[str, Any]:
+        """How many pushed authorization requests the OP accepted, and the last one's
+        parameters and client authentication method."""
+        async with self._client() as client:
+            response = await client.get(f"{self.issuer}/__test/pushed")
+            response.raise_for_status()
+            return response.json()
 
     async def tamper_next_id_token(self, mode: str) -> None:
         """Corrupt the next token response's id_token: signature|payload|alg_none|drop."""

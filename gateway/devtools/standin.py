@@ -5,7 +5,10 @@ It plays both parts a real deployment has: nginx's entry rule (a room request wi
 page, which here shows the room and the decoded token after checking its signature the way
 Prosody would. ``/`` is a start page (Jitsi's welcome page stands there in a deployment), so
 the gateway's "Back to meetings" link leads somewhere. With fragment delivery the token is
-not sent to a server: the page only says so.
+not sent to a server: the page only says so. The room page signs out the way Jitsi's web
+client does when a person logs out in the meeting: it loads ``tokenLogoutUrl`` (the gateway's
+``/oidc/logout/silent``) in a hidden iframe; a second link is the full sign-out
+(``/oidc/logout``, also at the IdP).
 """
 
 from __future__ import annotations
@@ -24,7 +27,23 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}
 pre{{background:#f3f3f3;padding:1rem;overflow:auto}}</style></head>
 <body><h1 id="room">Room: {room}</h1><p id="status">{status}</p>
-<h2>Decoded Jitsi token</h2><pre id="claims">{claims}</pre></body></html>"""
+<p><button id="signout" type="button">Sign out</button>
+(as Jitsi does with <code>tokenLogoutUrl</code>: the gateway session ends, the IdP's stays)
+&middot; <a id="signout-everywhere" href="{gateway}/oidc/logout">Sign out everywhere</a>
+(also at the IdP)</p><p id="signout-status"></p>
+<h2>Decoded Jitsi token</h2><pre id="claims">{claims}</pre>
+<script>
+document.getElementById('signout').addEventListener('click', () => {{
+  const frame = document.createElement('iframe');
+  frame.style.display = 'none';
+  frame.addEventListener('load', () => {{
+    document.getElementById('signout-status').textContent =
+      'Signed out of the gateway: the next room asks the IdP again.';
+  }});
+  frame.src = {logout_url};
+  document.body.appendChild(frame);
+}});
+</script></body></html>"""
 
 START = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Jitsi stand-in</title></head><body><h1 id="welcome">Meetings</h1>
@@ -58,6 +77,10 @@ class RoomHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.write(
             PAGE.format(
+                gateway=tornado.escape.xhtml_escape(self.gateway_url),
+                logout_url=json.dumps(f"{self.gateway_url}/oidc/logout/silent").replace(
+                    "<", "\\u003c"
+                ),
                 room=tornado.escape.xhtml_escape(room),
                 status=tornado.escape.xhtml_escape(status),
                 claims=tornado.escape.xhtml_escape(json.dumps(claims, indent=2, sort_keys=True)),

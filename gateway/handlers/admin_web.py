@@ -39,7 +39,11 @@ log = logging.getLogger("gateway.admin")
 VIEWS = ("events", "people")
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_LIMIT = 50
-WEB_PARAMS = ("view", "bucket")  # the page's own, besides the API's filters and paging
+WEB_PARAMS = ("view", "bucket", "linked")  # the page's own, besides the API's filters, paging
+#: What the table leaves out unless the Event or Leave-out filter is given: the operators'
+#: own page views (one per request) would otherwise fill the default page.
+DEFAULT_EXCLUDED = "admin_query"
+CHART_EVENTS = ("login_succeeded", "login_failed")
 TEXT_FILTERS = (  # (parameter, label, hint) in the form's order
     ("since", "Since", "2025-03-01, 24h, 7d, today"),
     ("until", "Until", "exclusive; same forms as since"),
@@ -115,6 +119,8 @@ class AdminPageHandler(AdminPage):
         values |= {"limit": str(DEFAULT_LIMIT), "order": "desc"}
         try:
             params = {k: v for k, v in query_params(self.request).items() if v and v.strip()}
+            if "event" not in params and "exclude_event" not in params:
+                params["exclude_event"] = DEFAULT_EXCLUDED
             values |= self.form_values(params)
             await self.gateway.store.audit.settle()  # events of answered requests included
             with self.gateway.store.audit.reader.deadline(settings.admin.query_timeout_seconds):
@@ -128,11 +134,12 @@ class AdminPageHandler(AdminPage):
             return
         except GatewayError as exc:
             log.error("admin page query failed: %s", exc.detail)
-            await self.audit_admin(
-                "failure", session.name, reason="store_unavailable", query=self.query()
-            )
-            self.set_status(503)
-            self.render_error_page("The audit log is unavailable", "MongoDB did not answer.")
+            await self.audit_admin("failure", session.name, reason=exc.reason, query=self.query())
+            self.set_status(exc.info.status)
+            if exc.reason == "query_timeout":
+                self.render_error_page(exc.info.title, exc.info.text)
+            else:
+                self.render_error_page("The audit log is unavailable", "MongoDB did not answer.")
             return
         await self.audit_admin("success", session.name, query=self.query(), count=data["count"])
         self.render_page(session, values, **data)
@@ -148,6 +155,7 @@ class AdminPageHandler(AdminPage):
             "bucket": params.get("bucket", "day"),
             "limit": params.get("limit", str(DEFAULT_LIMIT)),
             "order": params.get("order", "desc"),
+            "linked": params.get("linked") == "true",
         }
 
     async def read(self, params: dict[str, str]) -> dict[str, Any]:
@@ -155,6 +163,7 @@ class AdminPageHandler(AdminPage):
         params = dict(params)
         view = params.pop("view", "events")
         bucket = params.pop("bucket", "day")
+        linked = aq.parse_flag("linked", params.pop("linked", None))
         if view not in VIEWS:
             raise aq.FilterError("view", f"must be one of {', '.join(VIEWS)}")
         if bucket not in aq.BUCKETS:
@@ -166,33 +175,41 @@ class AdminPageHandler(AdminPage):
         max_limit = self.gateway.settings.admin.max_page_size
         filters = {k: v for k, v in params.items() if k in aq.FILTER_PARAMS}
         whole = aq.parse_query(filters, now=now, idps=idps)  # no page: people and chart
-        chart = await self.chart(whole, bucket)
         if view == "people":
             for name in aq.PAGE_PARAMS:
                 if name in params:
                     raise aq.FilterError(name, "the people view takes filters only")
+            if linked:
+                raise aq.FilterError("linked", "the people view takes filters only")
+            chart = await self.chart(whole, bucket)
             found = await reader.people(whole)
             return {"chart": chart, "people": found, "count": found["count"], "tz": whole.tz}
+        # Every parameter is checked before any query runs: a bad limit or cursor is a 400
+        # at once, not after the chart's statistics.
         q = aq.parse_query(
             params, now=now, default_limit=DEFAULT_LIMIT, max_limit=max_limit, idps=idps
         )
+        q = await reader.link(q) if linked else q
+        chart = await self.chart(whole, bucket)
         docs, cursor = await reader.page(q)
         rows = [row(aq.to_json(d, q.tz)) for d in docs]
-        next_url = self.link({**params, "bucket": bucket}, cursor=cursor) if cursor else None
+        kept = {**params, "bucket": bucket, **({"linked": "true"} if linked else {})}
+        next_url = self.link(kept, cursor=cursor) if cursor else None
         return {"chart": chart, "rows": rows, "next_url": next_url, "count": len(rows)}
 
     async def chart(self, q: aq.AuditQuery, bucket: str) -> admin_chart.Chart:
-        """Sign-ins and failures per IdP and bucket: two ``stats`` grids by (idp, bucket)."""
-        reader = self.gateway.store.audit.reader
-        grids: list[list[dict[str, Any]]] = []
-        for event in ("login_succeeded", "login_failed"):
-            narrowed = only_event(q, event)
-            if narrowed is None:
-                grids.append([])
-                continue
-            result = await reader.stats(narrowed, bucket, 1, ("idp", bucket))
-            grids.append(result["grid"])
-        return admin_chart.build(bucket, grids[0], grids[1])
+        """Sign-ins and failures per IdP and bucket: one ``grid`` read by (event, idp,
+        bucket) over both event types (two full ``stats`` reads before: 15-21 s at 200,000
+        events)."""
+        events = [e for e in CHART_EVENTS if only_event(q, e) is not None]
+        if not events:
+            return admin_chart.build(bucket, [], [])
+        # the events are named: an exclusion on top would only cost the index its use
+        narrowed = replace(q, fields={**q.fields, "event": events}, exclude_events=())
+        rows = await self.gateway.store.audit.reader.grid(narrowed, bucket, ("event", "idp"))
+        ok = [r for r in rows if r["event"] == CHART_EVENTS[0]]
+        failed = [r for r in rows if r["event"] == CHART_EVENTS[1]]
+        return admin_chart.build(bucket, ok, failed)
 
     def link(self, params: dict[str, str], **changes: str | None) -> str:
         """This page with ``params`` changed (None removes one)."""
@@ -205,6 +222,8 @@ class AdminPageHandler(AdminPage):
         filters = values["filters"]
         keep = {k: v for k, v in values.items() if k in ("bucket", "limit", "order")}
         keep = {k: str(v) for k, v in keep.items()}
+        if values.get("linked"):
+            keep["linked"] = "true"
         chart: admin_chart.Chart | None = data.get("chart")
         self.render(
             "admin.html",

@@ -77,10 +77,16 @@ class LogoutPage(GatewayHandler):
         await self.refuse(error, event="logout", retry_url="/oidc/logout", **fields)
 
     def render_logged_out(
-        self, *, idp_ended: str | None = None, idp_kept: str | None = None, why: str = ""
+        self,
+        *,
+        idp_ended: str | None = None,
+        idp_kept: str | None = None,
+        why: str = "",
+        end_cookie: bool = True,
     ) -> None:
         """The truth about both sessions: this site's is gone; the IdP's as far as known."""
-        self.caller().end_session()
+        if end_cookie:
+            self.caller().end_session()
         self.render(
             "logged_out.html",
             jitsi_url=self.gateway.settings.jitsi.base_url + "/",
@@ -212,10 +218,25 @@ class LoggedOutHandler(LogoutPage):
     speaks of this site.
     """
 
-    def head(self) -> None:
-        self.get()
+    async def head(self) -> None:
+        await self.get()
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        """Never touches the session cookie: the logout this page confirms already ended
+        the session and cleared the cookie (the POST to /oidc/logout), and any site can
+        link here. A browser that still holds a live session did not come from its own
+        logout: it gets the logout confirmation page instead of a false "signed out"."""
+        try:
+            sid = self.session_id()
+            live = sid is not None and (
+                await self.gateway.store.sessions.record(sid, self.gateway.now()) is not None
+            )
+        except GatewayError as exc:
+            await self.refuse(exc, event="logout")
+            return
+        if live:
+            self.redirect("/oidc/logout", status=303)
+            return
         try:
             state = self.param("state", 200) or ""
             idp_id, kept = self.param("idp", 100), self.param("kept", 20)
@@ -223,11 +244,13 @@ class LoggedOutHandler(LogoutPage):
             state, idp_id, kept = "", None, None
         ended_id, _, mac = state.partition(".")
         if mac and hmac.compare_digest(mac, _mac(self.secret(), "logged-out", ended_id)):
-            self.render_logged_out(idp_ended=self.idp_name(ended_id) or ended_id)
+            self.render_logged_out(idp_ended=self.idp_name(ended_id) or ended_id, end_cookie=False)
         elif kept in IDP_SESSION_KEPT and self.idp_name(idp_id):
-            self.render_logged_out(idp_kept=self.idp_name(idp_id), why=IDP_SESSION_KEPT[kept])
+            self.render_logged_out(
+                idp_kept=self.idp_name(idp_id), why=IDP_SESSION_KEPT[kept], end_cookie=False
+            )
         else:
-            self.render_logged_out()
+            self.render_logged_out(end_cookie=False)
 
 
 class BackchannelLogoutHandler(GatewayHandler):

@@ -59,17 +59,31 @@ class AuthorizeHandler(AuthHandler):
         jitsi = self.authz.jitsi
         return RoomRequest(jitsi.room, jitsi.tenant, jitsi)
 
+    def carried_params(self) -> list[tuple[str, str]]:
+        """The request's parameters as the gateway carries them on (through the IdP in the
+        flow record, on the chooser page, in retry links): Jitsi's refresh token is taken
+        out of the state, so it is never stored or shown. After that sign-in sso.html takes
+        its code path, which is what a person who just signed in needs anyway."""
+        authz = getattr(self, "authz", None)
+        out = []
+        for name in AUTHORIZE_PARAMS:
+            value = self.get_query_argument(name, None)
+            if value is None:
+                continue
+            if name == "state" and authz is not None and authz.refresh_token is not None:
+                value = authz.without_refresh().state
+            out.append((name, value))
+        return out
+
     def original_query(self, **extra: str) -> str:
-        params = {n: v for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None))}
+        params = {n: v for n, v in self.carried_params() if v}
         return f"{self.entry_path}?{urlencode({**params, **extra})}"
 
     def entry_link(self, request: RoomRequest, **kw: str) -> str:
         return self.original_query(**kw)
 
     def hidden_fields(self, request: RoomRequest) -> list[tuple[str, str]]:
-        return [
-            (n, v) for n in AUTHORIZE_PARAMS if (v := self.get_query_argument(n, None)) is not None
-        ]
+        return self.carried_params()
 
     def return_to(self) -> str | None:
         return self.original_query()
@@ -95,6 +109,9 @@ class AuthorizeHandler(AuthHandler):
             return
         sid = self.session_id()
         assert sid is not None  # a live identity came from this cookie
+        dropped = await service.dead_refresh(self.authz)
+        if dropped:  # sso.html then redeems the code instead of failing on a dead token
+            self.authz = self.authz.without_refresh()
         url = await service.issue_code(self.authz, sha256_hex(sid))
         await self.audit(
             "code_issued",
@@ -104,6 +121,7 @@ class AuthorizeHandler(AuthHandler):
             tenant=tenant,
             session_id=sid,
             client_id=self.authz.client.client_id,
+            **({"refresh_token_dropped": True} if dropped else {}),
         )
         self.redirect(url)
 
@@ -141,6 +159,12 @@ class TokenHandler(GatewayHandler):
             self.answer(404, {"error": "invalid_request", "error_description": "not enabled"})
             return
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
+        # Decoded leniently once: a value that is not UTF-8 is still refused as JSON with
+        # an audit event (Tornado's get_body_argument would answer an HTML 400 instead).
+        form = {
+            k: [v.decode("utf-8", "replace") for v in vs]
+            for k, vs in self.request.body_arguments.items()
+        }
         try:
             if content_type != "application/x-www-form-urlencoded":
                 raise TokenServiceError(
@@ -152,19 +176,15 @@ class TokenHandler(GatewayHandler):
                 raise TokenServiceError(
                     "invalid_request", "body too large", "token_request_invalid"
                 )
-            form = {
-                k: [v.decode("utf-8", "replace") for v in vs]
-                for k, vs in self.request.body_arguments.items()
-            }
-            answer = await service.token(form)
+            answer = await service.token(form, self.caller())
         except TokenServiceError as exc:
             await self.audit(
                 "token_refused",
                 "failure",
                 reason=exc.reason,
                 detail=exc.description,
-                grant_type=self.get_body_argument("grant_type", None),
-                client_id=self.get_body_argument("client_id", None),
+                grant_type=(form.get("grant_type") or [None])[-1],
+                client_id=(form.get("client_id") or [None])[-1],
                 **exc.audit,
             )
             self.answer(exc.status, {"error": exc.error, "error_description": exc.description})

@@ -36,6 +36,35 @@ class TokenSet:
     id_token: str
     access_token: str | None
     claims: dict[str, Any]
+    refresh_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """The IdP's answer to a refresh: it still knows the person. ``refresh_token`` is the
+    next one when the IdP rotates them (else None: keep the old one)."""
+
+    refresh_token: str | None
+    id_token: str | None
+
+
+class RefreshRefused(Exception):
+    """The IdP said no (``invalid_grant``: account disabled, session or grant revoked)."""
+
+
+class RefreshUnavailable(Exception):
+    """No usable answer (unreachable, timed out, 5xx, another error): the outage rule decides."""
+
+
+def par_problem(par: str, meta: ProviderMetadata) -> str | None:
+    """Why this IdP's pushed-authorization setting cannot work with its metadata, or None."""
+    if par == "always" and not meta.par_endpoint:
+        return "par is 'always' but the IdP advertises no pushed_authorization_request_endpoint"
+    if meta.par_required and not meta.par_endpoint:
+        return "the IdP requires pushed authorization requests but advertises no endpoint"
+    if par == "never" and meta.par_required:
+        return "par is 'never' but the IdP requires pushed authorization requests"
+    return None
 
 
 def with_params(endpoint: str, params: Mapping[str, str]) -> str:
@@ -130,7 +159,10 @@ class RelyingParty:
         code_verifier: str,
         extra: Mapping[str, str] | None = None,
     ) -> str:
-        """Where the browser signs in: code flow, PKCE S256, this IdP's redirect URI."""
+        """Where the browser signs in: code flow, PKCE S256, this IdP's redirect URI. With
+        pushed authorization requests (RFC 9126) the parameters go to the IdP over the back
+        channel, authenticated as at the token endpoint, and the browser's URL carries only
+        ``client_id`` and ``request_uri``."""
         meta = await self.metadata()
         params = {
             **dict(extra or {}),
@@ -143,7 +175,86 @@ class RelyingParty:
             "code_challenge": s256_challenge(code_verifier),
             "code_challenge_method": "S256",
         }
-        return with_params(meta.authorization_endpoint, params)
+        if not self.uses_par(meta):
+            return with_params(meta.authorization_endpoint, params)
+        request_uri = await self._push(meta, params)
+        return with_params(
+            meta.authorization_endpoint,
+            {"client_id": self.config.client_id, "request_uri": request_uri},
+        )
+
+    def uses_par(self, meta: ProviderMetadata) -> bool:
+        """``always``, or ``auto`` where the IdP requires it (so no extra round trip per
+        sign-in for IdPs that merely offer it); a conflict is refused at start-up."""
+        problem = par_problem(self.config.par, meta)
+        if problem is not None:
+            raise GatewayError("idp_unreachable", f"{self.config.id}: {problem}")
+        return self.config.par == "always" or (self.config.par == "auto" and meta.par_required)
+
+    async def _push(self, meta: ProviderMetadata, params: dict[str, str]) -> str:
+        """POST the authorization request to the PAR endpoint; its ``request_uri``."""
+        assert meta.par_endpoint is not None
+        form = dict(params)
+        headers: dict[str, str] = {}
+        self.client_auth.apply(
+            form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
+        )
+        try:
+            body = await self._http.post_form(
+                meta.par_endpoint, form, headers, self.config.http_timeout_seconds
+            )
+        except UpstreamError as exc:
+            error = exc.body.get("error") if isinstance(exc.body, dict) else None
+            shown = error if isinstance(error, str) and error.isidentifier() else None
+            raise GatewayError(
+                "par_failed", f"{self.config.id}: {exc}" + (f" error={shown}" if shown else "")
+            ) from None
+        uri = body.get("request_uri") if isinstance(body, dict) else None
+        if not isinstance(uri, str) or not uri or len(uri) > 2048:
+            raise GatewayError("par_failed", f"{self.config.id}: PAR answer has no request_uri")
+        return uri
+
+    async def refresh(self, refresh_token: str, subject: str) -> Refreshed:
+        """Ask the IdP whether the person may still sign in: a ``refresh_token`` grant.
+        ``invalid_grant`` -> RefreshRefused; no usable answer -> RefreshUnavailable. An ID
+        token in the answer must be valid (no nonce) and name the same ``sub``."""
+        try:
+            meta = await self.metadata()
+        except GatewayError as exc:
+            raise RefreshUnavailable(exc.detail) from None
+        cfg = self.config
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers: dict[str, str] = {}
+        self.client_auth.apply(
+            form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
+        )
+        try:
+            body = await self._http.post_form(
+                meta.token_endpoint, form, headers, cfg.http_timeout_seconds
+            )
+        except UpstreamError as exc:
+            self._unreachable = exc.status is None
+            error = exc.body.get("error") if isinstance(exc.body, dict) else None
+            if exc.status in (400, 401) and error == "invalid_grant":
+                raise RefreshRefused(f"{cfg.id}: error=invalid_grant") from None
+            raise RefreshUnavailable(f"{cfg.id}: {exc}") from None
+        self._unreachable = False
+        if not isinstance(body, dict):
+            raise RefreshUnavailable(f"{cfg.id}: refresh answer is not a JSON object")
+        new = body.get("refresh_token")
+        id_token = body.get("id_token")
+        if isinstance(id_token, str):
+            assert self._verifier is not None
+            try:
+                claims = await self._verifier.verify(id_token, nonce=None)
+            except IdTokenError as exc:
+                raise RefreshUnavailable(f"{cfg.id}: refreshed ID token: {exc.check}") from None
+            if claims.get("sub") != subject:
+                raise RefreshRefused(f"{cfg.id}: refreshed ID token names another sub")
+        return Refreshed(
+            new if isinstance(new, str) and new else None,
+            id_token if isinstance(id_token, str) else None,
+        )
 
     async def check_response_issuer(self, iss: str | None) -> None:
         """RFC 9207: the authorization response's ``iss`` names this IdP, and is there when
@@ -213,6 +324,8 @@ class RelyingParty:
             raise GatewayError("code_exchange_failed", f"{cfg.id}: token response has no id_token")
         access_token = body.get("access_token")
         access_token = access_token if isinstance(access_token, str) else None
+        refresh_token = body.get("refresh_token")
+        refresh_token = refresh_token if isinstance(refresh_token, str) and refresh_token else None
         assert self._verifier is not None
         try:
             claims = await self._verifier.verify(id_token, nonce=nonce, access_token=access_token)
@@ -224,7 +337,7 @@ class RelyingParty:
             raise GatewayError(
                 "issuer_mismatch", f"{cfg.id}: ID token issuer is not the iss parameter"
             )
-        return TokenSet(id_token, access_token, claims)
+        return TokenSet(id_token, access_token, claims, refresh_token)
 
     async def verify_logout_token(self, token: str, max_age: int) -> dict[str, Any]:
         """Back-channel logout token checks with this IdP's keys, issuer and client id.

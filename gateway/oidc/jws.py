@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import reprlib
 import warnings
@@ -27,6 +26,8 @@ from typing import Any
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 from jwt.warnings import InsecureKeyLengthWarning
+
+from gateway import jsonlimits
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _ALGORITHMS = get_default_algorithms()
@@ -110,8 +111,8 @@ def _decode(segment: str, name: str) -> bytes:
 
 def _json_object(raw: bytes, name: str) -> dict[str, Any]:
     try:  # UTF-8 only (RFC 8259 8.1): json.loads(bytes) would also take UTF-16/32 and a BOM
-        value = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # RecursionError: absurd nesting
+        value = jsonlimits.loads(raw.decode("utf-8"))
+    except ValueError:  # also nesting past jsonlimits.MAX_DEPTH
         raise JwsFormatError(f"{name} is not JSON") from None
     if not isinstance(value, dict):
         raise JwsFormatError(f"{name} is not a JSON object")

@@ -21,6 +21,8 @@ class ProviderMetadata:
     userinfo_endpoint: str | None = None
     end_session_endpoint: str | None = None
     iss_parameter_supported: bool = False
+    par_endpoint: str | None = None  # RFC 9126 pushed_authorization_request_endpoint
+    par_required: bool = False  # require_pushed_authorization_requests
 
     @classmethod
     def from_document(cls, doc: Any, expected_issuer: str) -> ProviderMetadata:
@@ -42,6 +44,8 @@ class ProviderMetadata:
             end_session_endpoint=_optional(doc, "end_session_endpoint"),
             iss_parameter_supported=doc.get("authorization_response_iss_parameter_supported")
             is True,
+            par_endpoint=_optional(doc, "pushed_authorization_request_endpoint"),
+            par_required=doc.get("require_pushed_authorization_requests") is True,
         )
 
 

@@ -55,8 +55,10 @@ class IdTokenVerifier:
         self._issuer_check = issuer_check
 
     async def verify(
-        self, token: str, *, nonce: str, access_token: str | None = None
+        self, token: str, *, nonce: str | None, access_token: str | None = None
     ) -> dict[str, Any]:
+        """``nonce``: the sign-in's; None only for an ID token from a refresh (OIDC Core
+        12.2), which answers no authorization request of ours."""
         jws = self._parse(token)
         header, claims = jws.header, jws.claims
         alg = header.get("alg")
@@ -117,7 +119,9 @@ class IdTokenVerifier:
             raise IdTokenError("nbf", "token is not valid yet")
 
     @staticmethod
-    def _check_nonce(claims: dict[str, Any], expected: str) -> None:
+    def _check_nonce(claims: dict[str, Any], expected: str | None) -> None:
+        if expected is None:
+            return
         got = claims.get("nonce")
         if not isinstance(got, str) or not hmac.compare_digest(got, expected):
             raise IdTokenError("nonce", "nonce does not match this sign-in")

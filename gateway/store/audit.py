@@ -14,7 +14,13 @@ fixed before the first attempt, so an insert that timed out but landed anyway is
 duplicated by the replay (duplicate keys are ignored). ``close`` flushes everything.
 
 The callers build events from fixed fields only; tokens, codes and secrets are never passed in,
-and keys that look like one are dropped here as a second line of defence.
+and keys that look like one are dropped here as a second line of defence. Every field is
+bounded (``gateway/store/audit_bounds.py``), and no one event can stop the pipeline: an event
+MongoDB refuses for what it is (too large, not encodable, a write error that is not about
+the connection) is set aside (a log line naming its id and event, the
+``jog_audit_events_refused`` counter, and the event itself appended to
+``refused.ndjson`` in the spool directory) while the rest of its batch is stored, and the
+writer and replayer tasks survive any error.
 """
 
 from __future__ import annotations
@@ -23,19 +29,23 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bson import json_util
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from gateway.store.audit_bounds import bounded
 from gateway.store.indexes import index_names
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
-from gateway.store.spool import Spool, SpoolFull
+from gateway.store.spool import Spool, SpoolFull, encode_line
 
 if TYPE_CHECKING:
     from gateway.config import Audit as AuditSettings
@@ -61,6 +71,9 @@ EVENTS = (
     "token_refreshed",
     "token_refused",
     "admin_session_ended",
+    "session_revalidated",
+    "session_revalidation_failed",
+    "frontchannel_logout",
 )
 OUTCOMES = ("success", "failure", "info")
 
@@ -91,11 +104,34 @@ INDEXES += [
     IndexModel([(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id")
     for f in INDEXED_FIELDS
 ]
+REFUSED_FILE = "refused.ndjson"
+REFUSED_MAX_BYTES = 64 * 1024 * 1024
+# What the driver raises for an event it cannot encode (DocumentTooLarge is an
+# InvalidDocument), and the server's codes for a document it refuses for itself: BadValue,
+# InvalidBSON, DollarPrefixedFieldName, DocumentValidationFailure, BSONObjectTooLarge and
+# the two "object to insert too large". Anything else is taken as the store's problem.
+UNENCODABLE = (InvalidDocument, UnicodeError, OverflowError, TypeError, ValueError)
+REFUSAL_CODES = frozenset({2, 22, 52, 121, 10334, 17419, 17420})
 
 
 def _is_only_duplicates(exc: BulkWriteError) -> bool:
     errors = exc.details.get("writeErrors", [])
     return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors)
+
+
+def _refuses_event(exc: BaseException) -> bool:
+    """Whether ``exc`` says an event itself cannot be stored (set it aside), rather than
+    that the store cannot take writes now (spool the batch and try again)."""
+    if isinstance(exc, UNENCODABLE):
+        return True
+    if isinstance(exc, BulkWriteError):
+        if exc.details.get("writeConcernErrors"):
+            return False
+        codes = {e.get("code") for e in exc.details.get("writeErrors", [])}
+        return bool(codes - {DUPLICATE_KEY}) and codes <= REFUSAL_CODES | {DUPLICATE_KEY}
+    if isinstance(exc, OperationFailure):
+        return exc.code in REFUSAL_CODES
+    return False
 
 
 class AuditLog:
@@ -119,6 +155,7 @@ class AuditLog:
         self.write_failures = 0  # MongoDB writes that failed or timed out
         self.dropped = 0  # events lost: no spool configured, or the spool full
         self.replayed = 0  # events copied from the spool into MongoDB
+        self.refused = 0  # events MongoDB refused for what they are: set aside
         self._queue: list[dict[str, Any]] = []
         self._waiters: dict[str, asyncio.Future[bool]] = {}
         self._inflight: list[dict[str, Any]] = []
@@ -219,6 +256,7 @@ class AuditLog:
                 continue
             doc[key] = value
         doc["time"] = time
+        doc = bounded(doc)
         expiry = doc.get("token_expires_at")
         if isinstance(expiry, int | float) and not isinstance(expiry, bool):
             doc["token_expires_at"] = datetime.fromtimestamp(expiry, UTC)  # dates, not numbers
@@ -260,6 +298,8 @@ class AuditLog:
         except OSError as exc:
             log.error("audit: journal write failed (%s); waiting for MongoDB instead", exc)
             return False
+        except UNENCODABLE:
+            return False  # not encodable: the writer sets it aside (see _insert)
         self._segment[doc["_id"]] = segment
         return True
 
@@ -335,7 +375,12 @@ class AuditLog:
                 await asyncio.sleep(self.linger)  # nobody waits: let more events join
             self._inflight = self._queue[: self.batch_size]
             del self._queue[: len(self._inflight)]
-            ok = await self._persist(self._inflight)
+            try:
+                ok = await self._persist(self._inflight)
+            except Exception:  # never let one batch end the writer (and every later event)
+                log.exception("audit: writing %d event(s) failed", len(self._inflight))
+                self.dropped += len(self._inflight)
+                ok = False
             for doc in self._inflight:
                 waiter = self._waiters.pop(doc["_id"], None)
                 if waiter is not None and not waiter.done():
@@ -344,12 +389,47 @@ class AuditLog:
             self._inflight = []
 
     async def _insert(self, docs: list[dict[str, Any]]) -> None:
-        """insert_many that treats already-present ids as success (idempotent replay)."""
+        """insert_many that treats already-present ids as success (idempotent replay).
+        An event refused for what it is (:func:`_refuses_event`) is set aside and the
+        others are stored one by one; any other failure is raised (the batch is spooled
+        and tried again: the store, not the event, is the problem)."""
         try:
             await self.collection.insert_many(docs, ordered=False)
+            return
         except BulkWriteError as exc:
-            if not _is_only_duplicates(exc):
+            if _is_only_duplicates(exc):
+                return
+            if not _refuses_event(exc):
                 raise
+        except (PyMongoError, *UNENCODABLE) as exc:
+            if not _refuses_event(exc):
+                raise
+        for doc in docs:  # find the culprit(s): every other event is stored
+            try:
+                await self.collection.insert_one(doc)
+            except (PyMongoError, *UNENCODABLE) as exc:
+                if getattr(exc, "code", None) == DUPLICATE_KEY:
+                    continue
+                if not _refuses_event(exc):
+                    raise
+                await self._set_aside(doc, exc)
+
+    async def _set_aside(self, doc: dict[str, Any], exc: BaseException) -> None:
+        """Keep an event MongoDB will never take out of the way of the others."""
+        self.refused += 1
+        log.error(
+            "audit: MongoDB refused event %s (%s, %s); set aside",
+            doc.get("_id"),
+            doc.get("event"),
+            type(exc).__name__,
+        )
+        if self.spool is None or self.spool.path is None:
+            return
+        path = self.spool.path.parent / REFUSED_FILE
+        try:
+            await asyncio.to_thread(_append_refused, path, doc)
+        except (OSError, TypeError, ValueError) as err:
+            log.error("audit: cannot keep refused event %s (%s)", doc.get("_id"), err)
 
     async def _persist(self, docs: list[dict[str, Any]]) -> bool:
         if not self._spooling or self.spool is None:
@@ -374,7 +454,18 @@ class AuditLog:
         assert self._spool_lock is not None
         async with self._spool_lock:
             try:
-                await asyncio.to_thread(self.spool.append, docs)
+                try:
+                    await asyncio.to_thread(self.spool.append, docs)
+                except (TypeError, ValueError, OverflowError):
+                    # One event cannot be written as JSON: set it aside, spool the others.
+                    keep = []
+                    for doc in docs:
+                        try:
+                            encode_line(doc)
+                            keep.append(doc)
+                        except (TypeError, ValueError, OverflowError) as exc:
+                            await self._set_aside(doc, exc)
+                    await asyncio.to_thread(self.spool.append, keep)
             except (SpoolFull, OSError) as exc:
                 self.dropped += len(docs)
                 log.error("audit: %s", exc)
@@ -398,6 +489,9 @@ class AuditLog:
                 await self.replay_once()
             except (PyMongoError, TimeoutError, OSError) as exc:
                 log.warning("audit: spool replay waits for MongoDB (%s)", type(exc).__name__)
+                await asyncio.sleep(self.replay_interval)
+            except Exception:  # a bug must not end the replay for good: log, wait, retry
+                log.exception("audit: spool replay failed")
                 await asyncio.sleep(self.replay_interval)
 
     async def replay_once(self) -> int:
@@ -514,3 +608,17 @@ class AuditLog:
         self._spool_lock = self._replay_lock = None
         if self.spool is not None:
             self.spool.close()
+
+
+def _append_refused(path: Path, doc: dict[str, Any]) -> None:
+    """One line of extended JSON per refused event (fsync'd), up to ``REFUSED_MAX_BYTES``."""
+    line = json_util.dumps(doc, default=repr).encode("utf-8", "backslashreplace") + b"\n"
+    size = path.stat().st_size if path.exists() else 0
+    if size + len(line) > REFUSED_MAX_BYTES:
+        raise OSError(f"{path} is full ({size} bytes)")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

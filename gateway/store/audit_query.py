@@ -22,20 +22,22 @@ import base64
 import binascii
 import contextlib
 import csv
+import functools
 import io
 import ipaddress
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from gateway.errors import REASONS, GatewayError
 from gateway.store.audit import EVENTS, OUTCOMES
@@ -141,10 +143,25 @@ def parse_tz(value: str | None) -> tzinfo:
     """An IANA time zone name (``Europe/Berlin``) or ``UTC``, for input and output times."""
     if not value or value.strip().upper() in ("UTC", "Z"):
         return UTC
+    name = value.strip()
     try:
-        return ZoneInfo(value.strip())
+        if name in NOT_ZONES or name not in iana_zones():
+            raise ValueError(name)
+        return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise FilterError("tz", f"{value!r} is not an IANA time zone like Europe/Berlin") from None
+
+
+#: Files in the system's zoneinfo directory that are no IANA zone: ``localtime`` is this
+#: machine's zone (another answer on every server), ``posixrules`` and ``Factory`` are tzdata
+#: internals.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@functools.cache
+def iana_zones() -> frozenset[str]:
+    """The zone names tzdata lists (read once: it walks the zoneinfo directory)."""
+    return frozenset(available_timezones()) - NOT_ZONES
 
 
 def parse_time(name: str, value: str, now: datetime, tz: tzinfo = UTC) -> datetime:
@@ -284,9 +301,11 @@ async def known_idps(
 
 
 def parse_flag(name: str, value: str | None) -> bool:
-    if value in (None, "", "false", "0", "no"):
+    """``true`` or ``false`` only (absent or empty is false): ``yes``, ``1`` or ``on`` were
+    once read as true, so a typo such as ``linked=ture`` would have been too."""
+    if value in (None, "", "false"):
         return False
-    if value in ("true", "1", "yes"):
+    if value == "true":
         return True
     raise FilterError(name, "must be true or false")
 
@@ -305,6 +324,9 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+MAX_CURSOR = 400
+
+
 def encode_cursor(doc: Mapping[str, Any], order: Order, until: datetime | None = None) -> str:
     """The next page's position; ``until`` (the snapshot bound) travels with it."""
     data: dict[str, Any] = {"t": _ms(doc["time"]), "i": doc["_id"], "o": order}
@@ -315,7 +337,12 @@ def encode_cursor(doc: Mapping[str, Any], order: Order, until: datetime | None =
 
 
 def decode_cursor(value: str, order: Order) -> tuple[tuple[datetime, str], datetime | None]:
-    """``((time, _id), until)`` of a cursor made by ``encode_cursor``."""
+    """``((time, _id), until)`` of a cursor made by ``encode_cursor``.
+
+    Ours are under 150 characters; a longer value is refused before it is decoded, and a
+    nested one (``[[[...]]]``) is refused, never a 500."""
+    if len(value) > MAX_CURSOR:
+        raise FilterError("cursor", "not a cursor returned by this API")
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         data = json.loads(raw)
@@ -323,7 +350,15 @@ def decode_cursor(value: str, order: Order) -> tuple[tuple[datetime, str], datet
         event_id = data["i"]
         made_for = data["o"]
         until = datetime.fromtimestamp(int(data["u"]) / 1000, UTC) if "u" in data else None
-    except (binascii.Error, ValueError, KeyError, TypeError, OverflowError, OSError):
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        OSError,
+        RecursionError,
+    ):
         raise FilterError("cursor", "not a cursor returned by this API") from None
     if not isinstance(event_id, str) or made_for not in ("asc", "desc"):
         raise FilterError("cursor", "not a cursor returned by this API")
@@ -401,7 +436,9 @@ def tie_filter(q: AuditQuery) -> dict[str, Any] | None:
 
 
 LINK_FIELDS = ("flow_hash", "session_hash")
-MAX_LINKS = 500
+#: Flows or sessions one linked query follows at most; more is a 400 that says to narrow the
+#: time range (cutting the list silently, as it once was at 500, hid events).
+MAX_LINKS = 20_000
 
 
 async def link(collection: AsyncCollection, q: AuditQuery) -> AuditQuery:
@@ -422,8 +459,12 @@ async def link(collection: AsyncCollection, q: AuditQuery) -> AuditQuery:
     linked: list[dict[str, Any]] = []
     for name in LINK_FIELDS:
         values = [v for v in await collection.distinct(name, mongo_filter(base)) if v]
+        if len(values) > MAX_LINKS:
+            raise FilterError(
+                "linked", f"follows more than {MAX_LINKS} {name} values: narrow since/until"
+            )
         if values:
-            linked.append({name: {"$in": values[:MAX_LINKS]}})
+            linked.append({name: {"$in": values}})
     return replace(q, linked=tuple(linked))
 
 
@@ -440,9 +481,17 @@ async def page(
     With a cursor, the keyset is read as its two branches in order: the rest of the cursor's
     millisecond (``tie_filter``), then strictly past it (``mongo_filter``).
     """
+    docs = await (_linked_read(collection, q) if q.linked else _read(collection, q))
+    more = len(docs) > q.limit
+    docs = docs[: q.limit]
+    snapshot = q.until if q.order == "asc" else None
+    return docs, encode_cursor(docs[-1], q.order, snapshot) if more and docs else None
+
+
+async def _read(collection: AsyncCollection, q: AuditQuery) -> list[dict[str, Any]]:
+    """Up to ``limit + 1`` events of one flat filter, in keyset order."""
     docs: list[dict[str, Any]] = []
-    branches = [tie_filter(q), mongo_filter(q)]
-    for found in branches:
+    for found in (tie_filter(q), mongo_filter(q)):
         if found is None or len(docs) > q.limit:
             continue
         want = q.limit + 1 - len(docs)
@@ -451,16 +500,95 @@ async def page(
             docs += await cursor.to_list(want)
         finally:
             await cursor.close()
-    more = len(docs) > q.limit
-    docs = docs[: q.limit]
-    snapshot = q.until if q.order == "asc" else None
-    return docs, encode_cursor(docs[-1], q.order, snapshot) if more and docs else None
+    return docs
+
+
+#: Linked flows and sessions read as ``$in`` branches up to this many values; beyond, the
+#: window of the person's own page is scanned instead (a 4,650-value ``$in`` sorted by time
+#: did not finish in 30 s on the embedded store; a 50-value one takes 0.03 s).
+MAX_IN_BRANCH = 64
+WINDOW_FIELDS = {"_id": 1, "time": 1, **{name: 1 for name in LINK_FIELDS}}
+
+
+def linked_branches(q: AuditQuery) -> list[AuditQuery]:
+    """The linked fields' own queries (hashes in the same time range and keyset position)."""
+    parts = []
+    for clause in q.linked:
+        for name, condition in clause.items():
+            only = {name: list(condition["$in"])}
+            parts.append(AuditQuery(q.since, q.until, only, q.order, q.limit, q.after, tz=q.tz))
+    return parts
+
+
+async def _linked_read(collection: AsyncCollection, q: AuditQuery) -> list[dict[str, Any]]:
+    """The person's own events (one index-served query), and the linked ones read by a path
+    that stays fast on the embedded store, merged in (time, _id) order without duplicates.
+
+    One ``$or`` of the person's filter and their flows' and sessions' hashes, sorted by time,
+    took 274-328 s there for a person with 12,000 events. Now: few hashes are read as
+    ``$in`` branches; many (a busy person) by scanning only the window the page can cover:
+    from the keyset position to the person's own ``limit + 1``-th event, since the page ends
+    there at the latest, and matching the hashes in Python.
+    """
+    own = await _read(collection, replace(q, linked=()))
+    wanted = {name: set(cond["$in"]) for clause in q.linked for name, cond in clause.items()}
+    if sum(len(v) for v in wanted.values()) <= MAX_IN_BRANCH:
+        extra = [d for part in linked_branches(q) for d in await _read(collection, part)]
+    else:
+        extra = await _window_read(collection, q, own, wanted)
+    merged = {d["_id"]: d for d in extra} | {d["_id"]: d for d in own}
+    ordered = sorted(
+        merged.values(), key=lambda d: (d["time"], d["_id"]), reverse=q.order == "desc"
+    )
+    return ordered[: q.limit + 1]
+
+
+async def _window_read(
+    collection: AsyncCollection,
+    q: AuditQuery,
+    own: list[dict[str, Any]],
+    wanted: dict[str, set[Any]],
+) -> list[dict[str, Any]]:
+    """Events of the page's possible window whose flow or session is one of ``wanted``."""
+    window = AuditQuery(q.since, q.until, {}, q.order, q.limit, q.after, tz=q.tz)
+    if len(own) > q.limit:  # the page cannot reach past the person's own (limit+1)-th event
+        edge = own[-1]["time"]
+        if q.order == "desc":
+            window = replace(window, since=max(edge, q.since) if q.since else edge)
+        else:
+            window = replace(window, until=min(edge + MS, q.until) if q.until else edge + MS)
+    ids: list[Any] = []
+    for found in (tie_filter(window), mongo_filter(window)):
+        if found is None:
+            continue
+        cursor = collection.find(found, WINDOW_FIELDS, sort=sort_spec(q.order))
+        try:
+            async for doc in cursor:
+                if any(doc.get(name) in values for name, values in wanted.items()):
+                    ids.append(doc["_id"])
+        finally:
+            await cursor.close()
+    docs: list[dict[str, Any]] = []
+    for first in range(0, len(ids), 500):
+        docs += await collection.find({"_id": {"$in": ids[first : first + 500]}}).to_list(None)
+    return docs
 
 
 async def stream(
     collection: AsyncCollection, q: AuditQuery, batch_size: int = 1000
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Every matching event in chunks of ``batch_size``, never more in memory."""
+    if q.linked:  # page by page through the merged branches (see _linked_read)
+        position = replace(q, limit=batch_size)
+        while True:
+            docs = await _linked_read(collection, position)
+            chunk = docs[:batch_size]
+            if chunk:
+                yield chunk
+            if len(docs) <= batch_size:
+                return
+            last = chunk[-1]
+            position = replace(position, after=(last["time"], last["_id"]))
     cursor = collection.find(mongo_filter(q), sort=sort_spec(q.order), batch_size=batch_size)
     chunk: list[dict[str, Any]] = []
     try:
@@ -503,6 +631,28 @@ def parse_by(value: str | None) -> tuple[str, ...]:
 
 def _zone_name(tz: tzinfo) -> str:
     return "UTC" if tz is UTC else str(getattr(tz, "key", "UTC"))
+
+
+async def grid(
+    collection: AsyncCollection, q: AuditQuery, bucket: str, fields: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Counts by ``fields`` and the time bucket only: ``{**fields, bucket, "count"}`` rows,
+    in the same form as ``stats(by=...)``'s grid. The web page's chart needs no more, and
+    one ``$group`` costs a fraction of ``stats``' eight-way ``$facet`` over the same range."""
+    fmt = BUCKETS[bucket].replace("Z", "") if q.tz is not UTC else BUCKETS[bucket]
+    date = {"$dateToString": {"format": fmt, "date": "$time", "timezone": _zone_name(q.tz)}}
+    key = {**{n: f"${n}" for n in fields}, bucket: date}
+    pipeline = [
+        {"$match": mongo_filter(q)},
+        {"$project": {"_id": 0, "time": 1, **dict.fromkeys(fields, 1)}},
+        {"$group": {"_id": key, "n": {"$sum": 1}}},
+    ]
+    rows = [{**(r["_id"] or {}), "count": r["n"]} for r in await _aggregate(collection, pipeline)]
+    for row in rows:
+        for name in (*fields, bucket):
+            row.setdefault(name, None)
+    rows.sort(key=lambda r: tuple(str(r[n] or "") for n in (*fields, bucket)))
+    return rows
 
 
 async def stats(
@@ -721,11 +871,23 @@ class AuditReader:
 
     @contextlib.contextmanager
     def deadline(self, seconds: float | None) -> Iterator[None]:
-        """One time budget for everything inside (not one per socket read)."""
+        """One time budget for everything inside (not one per socket read). A query that
+        used it up is ``query_timeout``, not ``store_unavailable``: the store answered, the
+        question was too big (a NetworkTimeout at the deadline said "MongoDB is down")."""
+        began = time.monotonic()
         with pymongo.timeout(seconds):
             try:
                 yield
             except PyMongoError as exc:
+                spent = time.monotonic() - began
+                if (
+                    seconds is not None
+                    and exc.timeout
+                    and not isinstance(exc, ServerSelectionTimeoutError)
+                    and spent >= seconds * 0.9
+                ):
+                    detail = f"audit: {type(exc).__name__} after {spent:.1f} s"
+                    raise GatewayError("query_timeout", detail) from None
                 raise GatewayError("store_unavailable", f"audit: {type(exc).__name__}") from None
 
     async def known_idps(self, configured: Collection[str], wanted: str | None) -> set[str]:
@@ -744,6 +906,11 @@ class AuditReader:
         self, q: AuditQuery, bucket: str = "day", top: int = 10, by: tuple[str, ...] = ()
     ) -> dict[str, Any]:
         return await stats(self.collection, self._scoped(q), bucket, top, by)
+
+    async def grid(
+        self, q: AuditQuery, bucket: str, fields: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        return await grid(self.collection, q, bucket, fields)
 
     async def people(self, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
         result = await people(self.collection, self._scoped(q), limit)

@@ -6,6 +6,13 @@ first one issued). Refresh tokens rotate: each use marks the token used and issu
 next one of the same family; using a used token again is taken as theft and revokes the
 whole family (RFC 9700 4.14.2). Every record names the gateway session it belongs to, so
 ending the session ends them. TTL indexes remove expired records.
+
+A revocation must outlive every refresh or redemption already past its atomic check (that
+one still inserts its new token afterwards). So a revocation first writes a family marker
+(``_id`` ``family:<id>``, one document, upserted) and only then marks the family's records;
+an issuer inserts its new token first and then reads the marker (:meth:`family_revoked`).
+Whichever comes first, the new token is caught: the marker read after the insert sees the
+revocation, or the revocation's update that follows the marker sees the inserted record.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 
 from pymongo import IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
@@ -28,6 +35,8 @@ REFRESH_INDEXES = [
     IndexModel("family"),
     IndexModel("session"),
 ]
+
+FAMILY_MARKER = "family:"
 
 
 def _unavailable(exc: PyMongoError) -> GatewayError:
@@ -99,8 +108,53 @@ class GrantStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from None
 
-    async def revoke_family(self, family: str) -> int:
+    async def revoke_session(self, session_hash: str) -> int:
+        """Revoke every refresh token of one gateway session (the IdP ended it)."""
         try:
+            done = await self.refresh.update_many(
+                {"session": session_hash, "revoked": {"$ne": True}}, {"$set": {"revoked": True}}
+            )
+        except PyMongoError as exc:
+            raise _unavailable(exc) from None
+        return done.modified_count
+
+    async def live_refresh(self, token: str, now: datetime) -> dict[str, Any] | None:
+        """The refresh token's record if it could still be used now (unused, not revoked,
+        unexpired); read only, nothing is used or revoked."""
+        query = {
+            "_id": sha256_hex(token),
+            "used_at": None,
+            "revoked": {"$ne": True},
+            "expires_at": {"$gt": now},
+        }
+        try:
+            return await self.refresh.find_one(query)
+        except PyMongoError as exc:
+            raise _unavailable(exc) from None
+
+    async def family_revoked(self, family: str) -> bool:
+        """Whether the family was revoked: read after inserting its newest token."""
+        try:
+            return await self.refresh.find_one({"_id": FAMILY_MARKER + family}) is not None
+        except PyMongoError as exc:
+            raise _unavailable(exc) from None
+
+    async def revoke_family(self, family: str, keep_until: datetime) -> int:
+        """Revoke the family for good (the marker lives until ``keep_until``, the family's
+        latest possible expiry); returns how many live records it ended."""
+        marker = {"_id": FAMILY_MARKER + family}
+        try:
+            for attempt in (1, 2):  # two first revocations at once: one upsert loses the race
+                try:
+                    await self.refresh.update_one(
+                        marker,
+                        {"$set": {"revoked": True}, "$max": {"expires_at": keep_until}},
+                        upsert=True,
+                    )
+                    break
+                except DuplicateKeyError:
+                    if attempt == 2:
+                        raise
             done = await self.refresh.update_many(
                 {"family": family, "revoked": {"$ne": True}}, {"$set": {"revoked": True}}
             )

@@ -35,6 +35,11 @@ class SessionRecord:
     idp_sub: str | None
     id_token: str | None
     expires_at: datetime | None = None
+    key: str = ""  # the stored key (SHA-256 of the session id)
+    created_at: datetime | None = None
+    revalidate_at: datetime | None = None  # None: never asks the IdP again
+    idp_refresh: bytes | None = None  # the IdP's refresh token, sealed (gateway.sealing)
+    outage_since: datetime | None = None  # first failed revalidation of a running outage
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class IdpLogin:
     subject: str
     session_id: str | None = None
     id_token: str | None = None
+    refresh_token: str | None = None  # sealed before it is stored
 
 
 INDEXES = [
@@ -88,9 +94,17 @@ class SessionStore:
         return {self.collection.name: index_names(INDEXES)}
 
     async def create(
-        self, session_id: str, login: IdpLogin, *, created_at: datetime, expires_at: datetime
+        self,
+        session_id: str,
+        login: IdpLogin,
+        *,
+        created_at: datetime,
+        expires_at: datetime,
+        revalidate_at: datetime | None = None,
+        idp_refresh: bytes | None = None,
     ) -> None:
-        """Store a new session. The ID token is kept only as the RP-initiated logout hint."""
+        """Store a new session. The ID token is kept only as the RP-initiated logout hint;
+        the IdP's refresh token only sealed (``idp_refresh``), for revalidation."""
         identity = login.identity
         doc: dict[str, Any] = {
             "_id": sha256_hex(session_id),
@@ -103,6 +117,10 @@ class SessionStore:
             "created_at": created_at,
             "expires_at": expires_at,
         }
+        if revalidate_at is not None:
+            doc["revalidate_at"] = revalidate_at
+        if idp_refresh is not None:
+            doc["idp_refresh"] = idp_refresh
         try:
             stored = await insert_own(self.collection, doc)  # a driver retry is no failure
         except PyMongoError as exc:
@@ -131,7 +149,53 @@ class SessionStore:
             doc.get("idp_sub"),
             doc.get("id_token"),
             doc.get("expires_at"),
+            session_hash,
+            doc.get("created_at"),
+            doc.get("revalidate_at"),
+            doc.get("idp_refresh"),
+            doc.get("outage_since"),
         )
+
+    async def claim_revalidation(self, record: SessionRecord, until: datetime) -> bool:
+        """Take the due revalidation of ``record`` (one caller of all processes wins): moves
+        ``revalidate_at`` to ``until`` only if it is still the value read."""
+        try:
+            result = await self.collection.update_one(
+                {"_id": record.key, "revalidate_at": record.revalidate_at},
+                {"$set": {"revalidate_at": until}},
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+        return result.modified_count == 1
+
+    async def revalidated(
+        self,
+        key: str,
+        *,
+        next_at: datetime,
+        idp_refresh: bytes | None = None,
+        id_token: str | None = None,
+        outage_since: datetime | None = None,
+    ) -> None:
+        """The IdP's answer recorded: when to ask next, the rotated refresh token and the
+        newer ID token (the logout hint) where it gave them, an outage's start (or none)."""
+        changes: dict[str, Any] = {"revalidate_at": next_at, "outage_since": outage_since}
+        if idp_refresh is not None:
+            changes["idp_refresh"] = idp_refresh
+        if id_token is not None:
+            changes["id_token"] = id_token
+        try:
+            await self.collection.update_one({"_id": key}, {"$set": changes})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+
+    async def delete_key(self, key: str) -> bool:
+        """Delete one session by its stored key."""
+        try:
+            result = await self.collection.delete_one({"_id": key})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+        return result.deleted_count == 1
 
     async def _find_many(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
         query: dict[str, Any] = {"_id": hashes[0] if len(hashes) == 1 else {"$in": hashes}}
@@ -166,12 +230,22 @@ class SessionStore:
             raise self._unavailable(exc) from None
         return result.deleted_count
 
+    async def keys_at_idp(self, idp: str, sid: str) -> list[str]:
+        """The stored keys of the sessions of one IdP session (front-channel logout)."""
+        try:
+            cursor = self.collection.find(
+                {"identity.idp": idp, "idp_sid": sid}, projection={"_id": True}
+            )
+            return [doc["_id"] async for doc in cursor]
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from None
+
     async def find_live(self, query: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
         """Live sessions matching ``query`` (administration), oldest first, no ID tokens."""
         try:
             cursor = self.collection.find(
                 {**query, "expires_at": {"$gt": now}},
-                projection={"id_token": False},
+                projection={"id_token": False, "idp_refresh": False},
                 sort=[("created_at", 1)],
             )
             return [doc async for doc in cursor]

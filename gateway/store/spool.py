@@ -39,6 +39,11 @@ def _line(doc: dict[str, Any]) -> bytes:
     return json_util.dumps(doc).encode("utf-8") + b"\n"
 
 
+def encode_line(doc: dict[str, Any]) -> bytes:
+    """The spool line of one event (TypeError or ValueError when it cannot be one)."""
+    return _line(doc)
+
+
 class SpoolFull(Exception):
     """The spool reached its size limit: the event cannot be kept."""
 

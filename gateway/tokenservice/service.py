@@ -7,12 +7,13 @@ a description, and the audit reason; the web layer turns it into JSON or a redir
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from adapters.base import Identity
 from gateway.errors import GatewayError
@@ -23,6 +24,7 @@ from gateway.oidc.pkce import s256_challenge
 from gateway.policy import Policy
 from gateway.room_token import room_token
 from gateway.store import Store
+from gateway.store.sessions import SessionRecord
 from gateway.tokenservice.keys import SigningKey
 from gateway.tokenservice.settings import TokenClient, TokenServiceSettings
 
@@ -60,9 +62,32 @@ class AuthorizeRequest:
     nonce: str | None
 
     def redirect(self, params: Mapping[str, str]) -> str:
-        """The registered sso.html with ``params`` and the state, byte for byte."""
-        query = urlencode({**params, "state": self.state})
-        return f"{self.client.redirect_uri}?{query}"
+        """The registered sso.html with ``params`` and the state, byte for byte as Jitsi
+        sent it: Jitsi encodes it with ``encodeURIComponent``, which this repeats (a space is
+        ``%20``, never ``+``), so the same characters come back whatever the browser's
+        path through the IdP and the chooser did to the query on the way."""
+        query = urlencode(params)
+        return f"{self.client.redirect_uri}?{query}&state={encode_uri_component(self.state)}"
+
+    @property
+    def refresh_token(self) -> str | None:
+        """The ``refreshToken`` Jitsi carries in the state when it asks for a refresh."""
+        token = json.loads(self.state).get("refreshToken")  # parse_state checked the JSON
+        return token if isinstance(token, str) and token else None
+
+    def without_refresh(self) -> AuthorizeRequest:
+        """The same request with ``refreshToken`` taken out of the state (JSON as Jitsi's
+        ``JSON.stringify`` writes it, the other keys in their order)."""
+        doc = json.loads(self.state)
+        doc.pop("refreshToken", None)
+        state = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return replace(self, state=state)
+
+
+def encode_uri_component(value: str) -> str:
+    """JavaScript's ``encodeURIComponent``: UTF-8, everything but ``A-Za-z0-9-_.!~*'()``
+    percent-encoded."""
+    return quote(value, safe="!~*'()")
 
 
 @dataclass
@@ -92,6 +117,14 @@ class TokenService:
         self.policy = policy
         self.tokens = tokens
         self.clock = clock
+        # Set by the gateway: (caller, session record) -> False when the IdP ended the
+        # sign-in (gateway.revalidation; the caller is the request's, for the audit event).
+        self.revalidate: Callable[[Any, SessionRecord], Awaitable[bool]] | None = None
+
+    async def _still_valid(self, session: SessionRecord, caller: Any) -> bool:
+        if self.revalidate is None or caller is None or session.revalidate_at is None:
+            return True
+        return await self.revalidate(caller, session)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -123,6 +156,22 @@ class TokenService:
             raise GatewayError("token_request_invalid", "response_type must be code")
         return AuthorizeRequest(client, challenge, state, jitsi, nonce)
 
+    async def dead_refresh(self, request: AuthorizeRequest) -> bool:
+        """True when the state carries a refresh token that can no longer be used (ended
+        session, logout, used, revoked, expired or unknown). Jitsi's ``sso.html`` takes its
+        refresh branch whenever the state has one and ignores the code, so after a fresh
+        sign-in such a token would turn it into a failure Jitsi never recovers from."""
+        token = request.refresh_token
+        if token is None:
+            return False
+        now = self.now()
+        doc = await self.store.grants.live_refresh(token, now)
+        if doc is None or doc["client_id"] != request.client.client_id:
+            return True
+        if await self.store.grants.family_revoked(doc["family"]):  # revoked mid-refresh
+            return True
+        return await self.store.sessions.record_by_hash(doc["session"], now) is None
+
     async def issue_code(self, request: AuthorizeRequest, session_hash: str) -> str:
         """A single-use code bound to the client, challenge, room, nonce and session."""
         code = random_token()
@@ -146,7 +195,8 @@ class TokenService:
 
     # ---- the token endpoint --------------------------------------------------------------
 
-    async def token(self, form: Mapping[str, list[str]]) -> TokenAnswer:
+    async def token(self, form: Mapping[str, list[str]], caller: Any = None) -> TokenAnswer:
+        """``caller``: the request's (audit events of a revalidation it causes)."""
         values = {}
         for name, items in form.items():
             if len(items) != 1:
@@ -165,10 +215,12 @@ class TokenService:
                 "invalid_client", "unknown client_id", "token_request_invalid", status=401
             )
         if grant == "authorization_code":
-            return await self._redeem(client, values)
-        return await self._refresh(client, values)
+            return await self._redeem(client, values, caller)
+        return await self._refresh(client, values, caller)
 
-    async def _redeem(self, client: TokenClient, values: dict[str, str]) -> TokenAnswer:
+    async def _redeem(
+        self, client: TokenClient, values: dict[str, str], caller: Any = None
+    ) -> TokenAnswer:
         code, verifier = values.get("code"), values.get("code_verifier")
         if not code or not verifier or not values.get("redirect_uri"):
             raise _invalid_request("code, redirect_uri and code_verifier are required")
@@ -177,7 +229,7 @@ class TokenService:
         if mine is None:
             if seen is not None and seen.get("used_at") is not None:
                 # A code redeemed twice: whoever redeemed it first may be an attacker.
-                await self.store.grants.revoke_family(seen["family"])
+                await self.store.grants.revoke_family(seen["family"], self._family_limit(now))
                 raise _invalid_grant("code already used; what it issued is revoked")
             raise _invalid_grant("code unknown or expired")
         if mine["client_id"] != client.client_id:
@@ -189,13 +241,18 @@ class TokenService:
         session = await self.store.sessions.record_by_hash(mine["session"], now)
         if session is None:
             raise _invalid_grant("the sign-in session has ended")
+        if not await self._still_valid(session, caller):
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
+            raise _invalid_grant("the IdP ended the sign-in")
         limit = now + timedelta(seconds=self.settings.refresh_token_lifetime_seconds)
         family_expires = min(limit, session.expires_at or limit)
         return await self._answer(
             client, session.identity, mine, family_expires, event="token_issued"
         )
 
-    async def _refresh(self, client: TokenClient, values: dict[str, str]) -> TokenAnswer:
+    async def _refresh(
+        self, client: TokenClient, values: dict[str, str], caller: Any = None
+    ) -> TokenAnswer:
         token = values.get("refresh_token")
         if not token:
             raise _invalid_request("refresh_token is required")
@@ -203,7 +260,9 @@ class TokenService:
         mine, seen = await self.store.grants.use_refresh(token, now)
         if mine is None:
             if seen is not None and seen.get("used_at") is not None and not seen.get("revoked"):
-                revoked = await self.store.grants.revoke_family(seen["family"])
+                revoked = await self.store.grants.revoke_family(
+                    seen["family"], self._family_limit(now)
+                )
                 raise TokenServiceError(
                     "invalid_grant",
                     "refresh token already used; its family is revoked",
@@ -215,8 +274,11 @@ class TokenService:
             raise _invalid_grant("refresh token issued to another client")
         session = await self.store.sessions.record_by_hash(mine["session"], now)
         if session is None:
-            await self.store.grants.revoke_family(mine["family"])
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
             raise _invalid_grant("the sign-in session has ended")
+        if not await self._still_valid(session, caller):
+            await self.store.grants.revoke_family(mine["family"], self._family_limit(now))
+            raise _invalid_grant("the IdP ended the sign-in")
         return await self._answer(
             client, session.identity, mine, mine["family_expires_at"], event="token_refreshed"
         )
@@ -234,7 +296,7 @@ class TokenService:
         try:
             minted, decision = room_token(self.policy, self.tokens, identity, room, tenant)
         except GatewayError as exc:  # the policy, re-checked: a removed group counts now
-            await self.store.grants.revoke_family(grant["family"])
+            await self.store.grants.revoke_family(grant["family"], self._family_limit(self.now()))
             rule = exc.audit.get("rule")
             raise _invalid_grant("the policy refuses this room now", rule=rule) from None
         now = self.now()
@@ -253,6 +315,12 @@ class TokenService:
                 "expires_at": family_expires,
             },
         )
+        # After the insert: a revocation that raced this step (a reused code or refresh
+        # token, a session end) has either marked the family by now or will revoke the
+        # record just inserted (see gateway/store/grants.py).
+        if await self.store.grants.family_revoked(grant["family"]):
+            await self.store.grants.revoke_family(grant["family"], self._family_limit(now))
+            raise _invalid_grant("the token family was revoked meanwhile")
         issued = int(now.timestamp())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -285,6 +353,10 @@ class TokenService:
             "refresh_family": grant["family"][:16],
         }
         return TokenAnswer(body, identity, room, tenant, audit)
+
+    def _family_limit(self, now: datetime) -> datetime:
+        """The latest a family started by now could expire: how long its marker is kept."""
+        return now + timedelta(seconds=self.settings.refresh_token_lifetime_seconds)
 
     def discovery(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,8 @@
 //     "discovery_issuer": "{origin}/{tenantid}/v2.0"  // optional: the issuer the discovery
 //                                     // document claims ({origin} = http://HOST:PORT), e.g.
 //                                     // Entra's multi-tenant template
+//     "par": "required" | "off"       // optional: pushed authorization requests (RFC 9126)
+//                                     // required by discovery, or not offered at all
 //   }
 //
 // Once listening, prints exactly one line to stdout: {"issuer": "http://HOST:PORT"}.
@@ -55,6 +57,19 @@
 //                                         M in signature | payload | alg_none | drop
 //     POST /__test/pad {"bytes": N}     -> add a field of N bytes to the NEXT token response
 //     POST /__test/delay {"ms": N}      -> hold the NEXT token response for N milliseconds
+//     POST /__test/account {"sub": S, "disabled": B} -> disable (or enable) an account: its
+//                                         refresh tokens then get invalid_grant, its logins fail
+//     POST /__test/revoke {"sub": S}    -> revoke every grant of the account (refresh tokens
+//                                         with them), as an IdP admin ending its sessions does
+//     POST /__test/token-outage {"status": N} -> the token endpoint answers N (0: normal)
+//     GET  /__test/pushed              -> {"count": N, "last": {...}} pushed authorization
+//                                         requests seen and the last one's parameters (no secrets)
+// Refresh tokens: issued to every client registered with the refresh_token grant type (no
+// offline_access needed, as Keycloak does). Front-channel logout (OpenID Connect Front-Channel
+// Logout 1.0, which oidc-provider 9 no longer implements): a client registered with
+// `frontchannel_logout_uri` is framed, with `iss` and `sid`, by the page the OP shows after a
+// confirmed logout; the page continues to where the OP would have redirected when every frame
+// has loaded (or after 5 s).
 
 import * as crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -98,6 +113,11 @@ const claimsConfig = config.claims ?? DEFAULT_CLAIMS;
 const ttlConfig = config.ttl ?? {};
 const issuerPath = (config.issuer_path ?? '').replace(/\/+$/, '');
 const discoveryIssuer = config.discovery_issuer ?? null;
+const parMode = config.par ?? 'offered';
+const disabledAccounts = new Set();
+let tokenOutageStatus = 0;
+let pushedCount = 0;
+let lastPushed = null;
 const accounts = new Map();
 for (const account of config.accounts ?? []) {
   if (!account.sub || !account.username) fail('every account needs sub and username');
@@ -106,7 +126,7 @@ for (const account of config.accounts ?? []) {
 
 function findAccountByUsername(username) {
   for (const account of accounts.values()) {
-    if (account.username === username) return account;
+    if (account.username === username && !disabledAccounts.has(account.sub)) return account;
   }
   return undefined;
 }
@@ -231,9 +251,12 @@ ${body}
 `;
 }
 
-function loginPage(uid, { error, username = '', clientId } = {}) {
+// The client is named as a person knows it: its registered client_name, else its id.
+function loginPage(uid, { error, username = '', clientId, clientName } = {}) {
   const errorHtml = error ? `<p class="error" id="error">${escapeHtml(error)}</p>\n` : '';
-  const clientHtml = clientId ? `<p>Signing in to <code>${escapeHtml(clientId)}</code></p>\n` : '';
+  const clientHtml = clientName
+    ? `<p id="client">Signing in to <strong>${escapeHtml(clientName)}</strong></p>\n`
+    : clientId ? `<p id="client">Signing in to <code>${escapeHtml(clientId)}</code></p>\n` : '';
   return page('Test OP sign-in', `${clientHtml}${errorHtml}<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
 <label for="username">Username</label>
 <input id="username" name="username" value="${escapeHtml(username)}" autofocus>
@@ -334,6 +357,89 @@ async function tamperMiddleware(ctx, next) {
   }
 }
 
+// ---------------------------------------------------------------- front-channel logout
+
+// The frames a confirmed logout shows, keyed by the logout's xsrf value (set while the
+// session is still known, in logoutSource; used once the confirmation succeeded).
+const frontchannelPending = new Map();
+
+async function frontchannelFrames(ctx) {
+  const session = ctx.oidc.session;
+  const frames = [];
+  for (const clientId of Object.keys(session?.authorizations ?? {})) {
+    const client = await ctx.oidc.provider.Client.find(clientId);
+    const uri = client?.metadata().frontchannel_logout_uri;
+    if (!uri) continue;
+    const url = new URL(uri);
+    url.searchParams.set('iss', ctx.oidc.issuer);
+    const sid = session.sidFor(clientId);
+    if (sid) url.searchParams.set('sid', sid);
+    frames.push(url.href);
+  }
+  return frames;
+}
+
+function frontchannelPage(frames, next) {
+  const iframes = frames
+    .map((src) => `<iframe class="fc" src="${escapeHtml(src)}" width="1" height="1"></iframe>`)
+    .join('\n');
+  return page('Test OP signing out', `<p id="frontchannel">Signing you out of ${frames.length} application(s)...</p>
+${iframes}
+<p><a id="continue" href="${escapeHtml(next)}">Continue</a></p>
+<script>
+(() => {
+  const next = document.getElementById('continue').href;
+  const frames = [...document.querySelectorAll('iframe.fc')];
+  let left = frames.length;
+  const go = () => { window.location.replace(next); };
+  if (!left) go();
+  frames.forEach((f) => f.addEventListener('load', () => { left -= 1; if (!left) go(); }));
+  setTimeout(go, 5000);
+})();
+</script>`);
+}
+
+async function frontchannelMiddleware(ctx, next) {
+  const confirming = ctx.method === 'POST' && ctx.path === '/session/end/confirm';
+  await next();
+  if (!confirming || ctx.status !== 303) return;
+  const xsrf = ctx.oidc?.params?.xsrf;
+  const frames = xsrf ? frontchannelPending.get(xsrf) : undefined;
+  if (xsrf) frontchannelPending.delete(xsrf);
+  if (!frames?.length) return;
+  const location = ctx.response.get('location');
+  ctx.status = 200;
+  ctx.remove('location');
+  ctx.type = 'html';
+  ctx.body = frontchannelPage(frames, location);
+}
+
+// The IdP as an outage, the PAR requests it saw.
+async function testHooksMiddleware(ctx, next) {
+  if (tokenOutageStatus && ctx.method === 'POST' && ctx.path === '/token') {
+    ctx.status = tokenOutageStatus;
+    ctx.body = { error: 'temporarily_unavailable' };
+    return;
+  }
+  if (ctx.method === 'POST' && ctx.path === '/request') {
+    await next();
+    if (ctx.status === 201) {
+      pushedCount += 1;
+      const params = { ...(ctx.oidc?.params ?? {}) };
+      for (const key of Object.keys(params)) {
+        if (params[key] === undefined) delete params[key];
+      }
+      lastPushed = {
+        params,
+        client_auth: ctx.oidc?.client?.clientAuthMethod ?? null,
+        client_id: ctx.oidc?.client?.clientId ?? null,
+      };
+    }
+    return;
+  }
+  await next();
+}
+
 // ---------------------------------------------------------------- provider
 
 function makeProvider(issuer) {
@@ -354,6 +460,13 @@ function makeProvider(issuer) {
     claims: claimsConfig,
     conformIdTokenClaims: false,
     ...(Object.keys(ttlConfig).length ? { ttl: ttlConfig } : {}),
+    extraClientMetadata: {
+      properties: ['frontchannel_logout_uri', 'frontchannel_logout_session_required'],
+    },
+    // Refresh tokens for every client allowed the grant (Keycloak's default), rotated on use.
+    async issueRefreshToken(ctx, client) {
+      return client.grantTypeAllowed('refresh_token');
+    },
     // private_key_jwt: a client registers `jwks` or `jwks_uri`; oidc-provider checks the
     // assertion's signature, iss/sub, aud (issuer, token endpoint or endpoint URL), exp and
     // refuses a jti it has seen (ReplayDetection, kept in the shared adapter).
@@ -374,6 +487,8 @@ function makeProvider(issuer) {
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
+          const xsrf = /name="xsrf" value="([^"]+)"/.exec(form)?.[1];
+          if (xsrf) frontchannelPending.set(xsrf, await frontchannelFrames(ctx));
           ctx.type = 'html';
           ctx.body = page('Test OP sign-out', `${form}
 <p>Do you want to sign out from the Test OP?</p>
@@ -386,6 +501,10 @@ function makeProvider(issuer) {
         },
       },
       backchannelLogout: { enabled: true },
+      pushedAuthorizationRequests: {
+        enabled: parMode !== 'off',
+        requirePushedAuthorizationRequests: parMode === 'required',
+      },
       claimsParameter: { enabled: true },
       userinfo: { enabled: true },
       // RFC 9207 `iss` in authorization responses has no feature flag in oidc-provider 9:
@@ -394,7 +513,7 @@ function makeProvider(issuer) {
     },
     async findAccount(ctx, sub) {
       const account = accounts.get(sub);
-      if (!account) return undefined;
+      if (!account || disabledAccounts.has(sub)) return undefined;
       return {
         accountId: sub,
         async claims() {
@@ -417,6 +536,15 @@ function makeProvider(issuer) {
       ctx.body = page('Test OP error', rows);
     },
   });
+  // ID tokens carry `sid` for front-channel clients that require it, as for back-channel ones.
+  const includeSid = provider.Client.prototype.includeSid;
+  provider.Client.prototype.includeSid = function includeSidForFrontchannel() {
+    const meta = this.metadata();
+    return includeSid.call(this)
+      || Boolean(meta.frontchannel_logout_uri && meta.frontchannel_logout_session_required);
+  };
+  provider.use(testHooksMiddleware);
+  provider.use(frontchannelMiddleware);
   provider.use(tamperMiddleware);
   if (discoveryIssuer) {
     provider.use(async (ctx, next) => {
@@ -527,6 +655,41 @@ async function handleTest(req, res, path) {
     if (path === '/__test/pad') padBytes = value; else delayMs = value;
     return sendJson(res, 200, { ok: true });
   }
+  if (path === '/__test/pushed' && req.method === 'GET') {
+    return sendJson(res, 200, { count: pushedCount, last: lastPushed });
+  }
+  if (['/__test/account', '/__test/revoke', '/__test/token-outage'].includes(path)
+      && req.method === 'POST') {
+    let body;
+    try {
+      body = JSON.parse(await readBody(req) || '{}');
+    } catch {
+      return sendJson(res, 400, { error: 'body must be JSON' });
+    }
+    if (path === '/__test/token-outage') {
+      if (!Number.isInteger(body.status) || (body.status && (body.status < 400 || body.status > 599))) {
+        return sendJson(res, 400, { error: 'status: 0 or 400-599' });
+      }
+      tokenOutageStatus = body.status;
+      return sendJson(res, 200, { ok: true });
+    }
+    if (!accounts.has(body.sub)) return sendJson(res, 404, { error: 'no such account' });
+    if (path === '/__test/account') {
+      if (body.disabled) disabledAccounts.add(body.sub); else disabledAccounts.delete(body.sub);
+      return sendJson(res, 200, { ok: true });
+    }
+    let revoked = 0;
+    for (const [key, entry] of [...store.entries()]) {
+      if (key.startsWith('Grant:') && entry.payload.accountId === body.sub) {
+        const grantId = key.slice('Grant:'.length);
+        for (const member of grantMembers.get(grantId) ?? []) store.delete(member);
+        grantMembers.delete(grantId);
+        store.delete(key);
+        revoked += 1;
+      }
+    }
+    return sendJson(res, 200, { revoked });
+  }
   if (path === '/__test/tamper' && req.method === 'POST') {
     let mode;
     try {
@@ -573,7 +736,11 @@ async function handleInteraction(req, res, uid, action) {
 
   if (action === undefined && req.method === 'GET') {
     if (promptName === 'consent') return finishConsent(req, res, details);
-    return sendHtml(res, 200, loginPage(uid, { clientId: details.params.client_id }));
+    const client = await provider.Client.find(details.params.client_id);
+    return sendHtml(res, 200, loginPage(uid, {
+      clientId: details.params.client_id,
+      clientName: client?.clientName,
+    }));
   }
 
   if (action === 'login' && req.method === 'POST') {
@@ -589,6 +756,7 @@ async function handleInteraction(req, res, uid, action) {
         error: 'Invalid username or password',
         username,
         clientId: details.params.client_id,
+        clientName: (await provider.Client.find(details.params.client_id))?.clientName,
       }));
     }
     return provider.interactionFinished(req, res, { login: { accountId: account.sub } }, {

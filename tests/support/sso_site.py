@@ -3,23 +3,30 @@
 Written for the tests from the protocol Jitsi Meet's own sign-in follows (``static/sso.html``
 and ``react/features/authentication/actions.web.ts``, master 2026), not copied from Jitsi:
 
-* ``/meeting.html`` plays the web client's login: a 64-character PKCE verifier and a hex
-  nonce in ``sessionStorage`` (``code_verifier``, ``oauth_nonce``), ``tokenAuthUrl`` with
-  ``{state}`` (JSON: room, roomSafe, tenant, a ``config.*`` choice, ``refreshToken`` when it
-  has one) and ``{code_challenge}`` (S256) filled in and ``&nonce=`` appended, opened in a
-  500x600 popup (``tokenAuthInline``) or as a full-page redirect; the popup's
-  ``oauth-success`` message is accepted only from its own origin and shown in ``#result``.
+* ``/meeting.html`` plays the web client's login: a 64-character PKCE verifier in
+  ``sessionStorage.code_verifier``, ``tokenAuthUrl`` with ``{state}`` (JSON: room, roomSafe,
+  tenant, a ``config.*`` choice, ``refreshToken`` when it has one) and ``{code_challenge}``
+  (S256) filled in. Only the popup path (``tokenAuthInline: true``, 500x600) also stores a
+  hex nonce in ``sessionStorage.oauth_nonce`` and appends ``&nonce=``; the full-page path
+  does neither, as in Jitsi's web client. The popup's ``oauth-success`` message is accepted
+  only from its own origin and shown in ``#result``.
 * ``/static/sso.html`` takes ``code`` and ``state`` from the query, decodes the state with
   ``JSON.parse(decodeURIComponent(...))``, reads ``config.sso`` (included by SSI from
-  ``/config.js``, as Jitsi's page does), POSTs a form to ``https://<sso.tokenService>/token``
-  (``authorization_code`` with ``redirect_uri`` = its own URL without query, ``client_id``,
-  ``code_verifier``; or ``refresh_token`` when the state has one), checks the ID token's
-  ``nonce`` against ``oauth_nonce``, then posts ``{type: "oauth-success", accessToken,
-  idToken, refreshToken}`` to ``window.opener`` with its own origin as target, or, standing
-  alone, goes to ``/<tenant>/<roomSafe>#config.*...&jwt="<token>"``.
+  ``/config.js``, as Jitsi's page does). With ``refreshToken`` in the state it POSTs
+  ``grant_type=refresh_token`` and ignores any code (a nonce mismatch there only warns).
+  Otherwise it throws "No PKCE code verifier found in session" / "No OAuth nonce found in
+  session" when ``sessionStorage`` lacks them, POSTs ``authorization_code`` (``redirect_uri``
+  = its own URL without query, ``client_id``, ``code_verifier``) and checks the ID token's
+  ``nonce``. Then it posts ``{type: "oauth-success", accessToken, idToken, refreshToken}`` to
+  ``window.opener`` with its own origin as target, or, standing alone, goes to
+  ``/<tenant>/<roomSafe>#config.*...&jwt="<token>"``; errors go to the opener as
+  ``oauth-error`` or, standing alone, into ``#error``.
 
-The site serves Jitsi and proxies ``/oidc/`` to the gateway on one origin, over HTTPS with a
-certificate made for 127.0.0.1 (``sso.html`` calls ``https://`` literally).
+The site serves Jitsi and includes the shipped ``deploy/nginx/jitsi-oidc-gateway.conf`` (its
+``/oidc/`` proxy and ``/static/sso.html`` locations, and the entry rule) on one origin, over
+HTTPS with a certificate made for 127.0.0.1 (``sso.html`` calls ``https://`` literally).
+The access log is nginx's default ``combined`` format (query strings and referers
+included), so a test can grep it for what a site without Jitsi's redaction would keep.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.nginx import free_port, launch_nginx
+from tests.support.nginx import SNIPPET, SNIPPET_ERROR_LOG, free_port, launch_nginx
 
 SITE = """
 worker_processes 1;
@@ -47,7 +54,7 @@ events {{ worker_connections 128; }}
 http {{
     types {{ text/html html; application/javascript js; }}
     default_type application/octet-stream;
-    access_log off;
+    access_log {prefix}/access.log combined;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;
@@ -62,12 +69,8 @@ http {{
         ssi on;
         location = /config.js {{ alias {root}/config.js; }}
         location ^~ /static/ {{ alias {root}/static/; }}
-        location ^~ /oidc/ {{
-            ssi off;
-            proxy_pass http://127.0.0.1:{gateway_port};
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-Proto https;
-        }}
+        set $jog_gateway http://127.0.0.1:{gateway_port};
+        include {snippet};
         location = /meeting.html {{ }}
         location ~ ^/([^/?&:'"]+)$ {{ try_files /room.html =404; }}
         location ~ ^/([^/?&:'"]+)/([^/?&:'"]+)$ {{ try_files /room.html =404; }}
@@ -96,9 +99,6 @@ async function tokenAuthUrl(room, tenant, refreshToken) {
   const random = crypto.getRandomValues(new Uint8Array(64));
   for (const r of random) verifier += CHARS.charAt(r % CHARS.length);
   sessionStorage.setItem('code_verifier', verifier);
-  const nonce = Array.from(crypto.getRandomValues(new Uint8Array(32)),
-    b => b.toString(16).padStart(2, '0')).join('');
-  sessionStorage.setItem('oauth_nonce', nonce);
   const state = { room, roomSafe: room.toLowerCase(), tenant,
     'config.startWithAudioMuted': true };
   if (refreshToken) state.refreshToken = refreshToken;
@@ -106,14 +106,18 @@ async function tokenAuthUrl(room, tenant, refreshToken) {
     new TextEncoder().encode(verifier)));
   return config.tokenAuthUrl
     .replace('{state}', encodeURIComponent(JSON.stringify(state)))
-    .replace('{code_challenge}', challenge) + '&nonce=' + nonce;
+    .replace('{code_challenge}', challenge);
 }
 window.addEventListener('message', (event) => {
   if (event.origin !== window.location.origin) return;
   document.getElementById('result').textContent = JSON.stringify(event.data);
 });
 async function loginPopup(room, tenant, refreshToken) {
-  const url = await tokenAuthUrl(room, tenant, refreshToken);
+  // Only the popup path makes a nonce (loginWithPopup).
+  const nonce = Array.from(crypto.getRandomValues(new Uint8Array(32)),
+    b => b.toString(16).padStart(2, '0')).join('');
+  sessionStorage.setItem('oauth_nonce', nonce);
+  const url = await tokenAuthUrl(room, tenant, refreshToken) + '&nonce=' + nonce;
   window.open(url, 'Auth-' + Date.now(), 'width=500,height=600');
 }
 async function loginFullPage(room, tenant) {
@@ -147,8 +151,16 @@ async function run() {
   if (state.refreshToken) {
     tokens = await tokenRequest({ grant_type: 'refresh_token',
       refresh_token: state.refreshToken, client_id: config.sso.clientId });
+    const nonce = sessionStorage.getItem('oauth_nonce');
+    if (nonce && payload(tokens.id_token).nonce !== nonce) {
+      console.warn('Nonce validation failed during refresh');
+    }
   } else {
     if (query.get('error')) throw new Error(query.get('error_description') || query.get('error'));
+    if (!sessionStorage.getItem('code_verifier')) {
+      throw new Error('No PKCE code verifier found in session');
+    }
+    if (!sessionStorage.getItem('oauth_nonce')) throw new Error('No OAuth nonce found in session');
     tokens = await tokenRequest({ grant_type: 'authorization_code', code: query.get('code'),
       redirect_uri: window.location.origin + window.location.pathname,
       client_id: config.sso.clientId,
@@ -221,7 +233,8 @@ def _certificate(prefix: Path) -> None:
 class SsoSite:
     """nginx on https://127.0.0.1:<port>: Jitsi's pages, and /oidc/ proxied to a gateway."""
 
-    def __init__(self) -> None:
+    def __init__(self, snippet: str | None = None) -> None:
+        self.snippet_text = snippet  # None: the shipped file
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.prefix = Path(tempfile.mkdtemp(prefix="jog-sso-"))
@@ -241,6 +254,9 @@ class SsoSite:
         (root / "room.html").write_text(ROOM_HTML)
         (root / "static" / "sso.html").write_text(SSO_HTML)
         (root / "static" / "logout-frame.html").write_text(LOGOUT_FRAME_HTML)
+        snippet = self.prefix / "jitsi-oidc-gateway.conf"
+        text = self.snippet_text if self.snippet_text is not None else SNIPPET.read_text()
+        snippet.write_text(text.replace(SNIPPET_ERROR_LOG, str(self.prefix / "error.log")))
         _certificate(self.prefix)
         for path in [self.prefix, *self.prefix.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -252,10 +268,16 @@ class SsoSite:
                 port=self.port,
                 root=root,
                 gateway_port=gateway_port,
+                snippet=snippet,
             )
         )
         self.process = launch_nginx(self.prefix, conf, self.port)
         return self
+
+    def access_log(self) -> str:
+        """nginx's access log so far (nginx writes each line when the request ends)."""
+        path = self.prefix / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

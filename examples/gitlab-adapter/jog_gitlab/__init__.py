@@ -27,6 +27,7 @@ from adapters.base import (
     ConfigProblem,
     Identity,
     string_list,
+    subject_problem,
 )
 
 
@@ -55,6 +56,9 @@ class GitLabAdapter(Adapter):
         sub, nickname = _text(merged.get("sub")), _text(merged.get("nickname"))
         if sub is None or nickname is None:
             raise AdapterError("claims_invalid", "GitLab token lacks sub or nickname")
+        problem = subject_problem(sub)
+        if problem:  # the gateway would refuse it anyway; say why here
+            raise AdapterError("claims_invalid", f"GitLab sub {problem}")
         groups = string_list(merged.get("groups_direct"))
         allowed = self.options.allowed_groups
         if allowed and not any(g == a or g.startswith(a + "/") for g in groups for a in allowed):
