@@ -33,6 +33,7 @@ from gateway.config import ConfigError, Mongo, load_settings_file, settings_file
 from gateway.errors import GatewayError
 from gateway.store import Store
 from gateway.store import audit_query as aq
+from gateway.trust import IdpTrust
 
 TABLE = (
     ("time", 24),
@@ -48,6 +49,7 @@ TABLE = (
 EXTRA_COLUMNS = {
     "name": 24,
     "email": 28,
+    "email_trust": 11,
     "rule": 20,
     "detail": 40,
     "subject": 24,
@@ -84,6 +86,14 @@ def add_parser(sub: Any) -> None:
             "--tz", help="time zone for naive input times, today/yesterday and output (UTC)"
         )
         p.add_argument("--exclude-event", dest="exclude_event", help="event types to leave out")
+        p.add_argument(
+            "--all-idps",
+            dest="all_idps",
+            action="store_const",
+            const="true",
+            help="--email/--username match every IdP's events, not only those of IdPs that "
+            "may speak for them",
+        )
         for name_ in aq.LIST_FIELDS:
             p.add_argument(f"--{name_}", help="one value or several, comma-separated")
         for name_ in aq.EXACT_FIELDS:
@@ -200,6 +210,8 @@ def _connect(args: argparse.Namespace) -> StoreCommand:
         raise ConfigError(["mongodb.uri: empty; the CLI needs the running store's URI"])
     store = Store.connect(uri, args.database or mongo.database, mongo.timeout_seconds)
     idps = tuple(i.id for i in settings.idps) if settings else None
+    if settings:  # without settings nobody's trust is known: searches are not narrowed
+        store.use_trust(IdpTrust.of(settings.idps))
     command = getattr(args, "audit_command", None) or args.command
     return StoreCommand(store, idps, command, _server_names(uri), mongo.timeout_seconds)
 
@@ -435,7 +447,7 @@ def cmd_people(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(result, indent=2))
             return
-        cols = ("name", "email", "idp", "first_seen", "last_seen", "events")
+        cols = ("name", "email", "idp", "email_trust", "first_seen", "last_seen", "events")
         rows = [[str(p.get(c) or "") for c in cols] for p in result["people"]]
         widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
         print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())

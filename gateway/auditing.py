@@ -18,6 +18,7 @@ from adapters.base import Identity
 from gateway.hashing import sha256_hex
 from gateway.store.audit import AuditLog
 from gateway.store.identity_doc import storable
+from gateway.trust import IdpTrust
 
 
 @dataclass
@@ -51,10 +52,12 @@ class Auditor:
         log: AuditLog,
         now: Callable[[], datetime],
         observers: list[Callable[[Mapping[str, Any]], None]] | None = None,
+        trust: IdpTrust | None = None,
     ) -> None:
         self.log = log
         self.now = now
         self.observers = observers if observers is not None else []
+        self.trust = trust  # records whether the gateway believed each e-mail
 
     async def __call__(self, caller: Caller, event: str, outcome: str, **fields: Any) -> None:
         """Write one event and wait until it is stored (or spooled). ``fields``: see
@@ -100,10 +103,16 @@ class Auditor:
                 "subject": identity.subject,
                 "username": identity.username,
                 "email": identity.email,
-                "email_verified": identity.email_verified,
+                "email_verified": identity.email_verified,  # as the IdP asserted it
                 "groups": list(identity.groups),
                 "name": identity.name,  # the display name Jitsi shows
             }
+            if self.trust is not None:  # what the gateway believed of it (trust.py)
+                doc["email_trust"] = self.trust.email_state(
+                    identity.idp, identity.email, identity.email_verified
+                )
+                # the name as Jitsi shows it: an outside IdP's with its label
+                doc["name"] = self.trust.shown_name(identity.idp, identity.name)
             if identity.extra:  # the adapter's allow-listed claims (extra_claims)
                 doc["extra"] = storable(identity.extra)
         sid = session_id or caller.session_id

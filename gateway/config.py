@@ -258,8 +258,11 @@ class IdP(Strict):
         (), description="glob patterns (lower-case room names) this IdP is pinned to; empty: any"
     )
     tenants: tuple[str, ...] = Field((), description="tenants this IdP is pinned to; empty: any")
-    external: bool = Field(
-        False, description="people from outside: Jitsi shows their name as 'Name (label)'"
+    external: bool | None = Field(
+        None,
+        description="people from outside: Jitsi shows their name as 'Name (label)' and the "
+        "admin tools' username searches leave them out; unset: outside unless the IdP owns an "
+        "e-mail domain or no IdP owns one (gateway/trust.py)",
     )
     picture_avatar: bool = Field(
         False, description="use the IdP's https picture claim as the Jitsi avatar"

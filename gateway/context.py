@@ -67,7 +67,8 @@ class Gateway:
     admin_throttle: AdminThrottle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.audit = Auditor(self.store.audit, self.now)
+        self.audit = Auditor(self.store.audit, self.now, trust=self.tokens.trust)
+        self.store.use_trust(self.tokens.trust)  # admin searches and person rows
         self.sealer = Sealer(sealing_key(self.settings))
         self.revalidator = Revalidator(self.idps, self.store, self.sealer, self.audit, self.now)
         if self.token_service is not None:

@@ -22,6 +22,7 @@ from jwt.algorithms import get_default_algorithms
 
 from adapters.base import Identity
 from gateway.config import IdP, Jitsi
+from gateway.trust import IdpTrust
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class JitsiTokens:
         self.config = config
         self.clock = clock
         self.idps = {i.id: i for i in idps}
+        self.trust = IdpTrust.of(self.idps.values())
         if config.algorithm == "RS256":
             assert config.private_key_file is not None
             key: Any = load_pem_private_key(config.private_key_file.read_bytes(), None)
@@ -86,30 +88,21 @@ class JitsiTokens:
         self._signer = CompactSigner(config.algorithm, key)
 
     def shown_email(self, identity: Identity) -> str | None:
-        """The e-mail other participants may see (and the Gravatar is derived from).
-
-        Shown when the IdP owns its domain (the domain is in its ``email_domains``), or when
-        the IdP asserted it verified and no *other* IdP owns the domain. So an unverified
-        address, or one of another IdP's domains, never puts a colleague's address and
-        picture on a stranger.
+        """The e-mail other participants may see (and the Gravatar is derived from): only
+        one the gateway believes (``gateway/trust.py``): of a domain the IdP owns, or
+        verified and of a plain-ASCII domain no IdP owns (``example.org.`` is
+        ``example.org``). So an unverified address, one of another IdP's domains or a
+        look-alike domain never puts a colleague's address and picture on a stranger.
         """
         email = identity.email
-        if not email:
-            return None
-        domain = email.rpartition("@")[2].lower()
-        own = self.idps.get(identity.idp)
-        if own is not None and domain in own.email_domains:
-            return email
-        owned_elsewhere = any(domain in i.email_domains for i in self.idps.values())
-        return email if identity.email_verified and not owned_elsewhere else None
+        return email if self.trust.believed(identity.idp, email, identity.email_verified) else None
 
     def shown_name(self, identity: Identity) -> str:
-        """The display name; an IdP marked ``external`` adds its label so a guest account
-        cannot pass for a colleague of the same name (``Alice (Partner sign-in)``)."""
-        own = self.idps.get(identity.idp)
-        if own is not None and own.external:
-            return f"{identity.name} ({own.label})"
-        return identity.name
+        """The display name; an IdP that is not the organisation's own (``external: true``,
+        or unset and owning no e-mail domain while another does) adds its label, so a guest
+        or an attacker's IdP cannot pass for a colleague of the same name
+        (``Alice (Partner sign-in)``)."""
+        return self.trust.shown_name(identity.idp, identity.name)
 
     def avatar(self, identity: Identity) -> str | None:
         """The IdP's ``picture`` where the IdP is allowed to set avatars (``picture_avatar``,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from gateway.idps import ConfiguredIdP
+from gateway.trust import email_domain
 
 
 def _room_pinned(idp: ConfiguredIdP, room: str) -> bool:
@@ -29,9 +30,22 @@ def eligible_idps(
 
 
 def idp_for_email(idps: Iterable[ConfiguredIdP], email: str) -> ConfiguredIdP | None:
-    """The first IdP whose ``email_domains`` holds the address's domain (case-insensitive)."""
-    _, at, domain = email.strip().rpartition("@")
-    if not at or not domain:
+    """The first IdP whose ``email_domains`` holds the address's domain (case-insensitive,
+    without a trailing dot)."""
+    domain = email_domain(email)
+    if domain is None:
         return None
-    domain = domain.lower()
     return next((i for i in idps if domain in i.config.email_domains), None)
+
+
+def hint_for(
+    idp: ConfiguredIdP, idps: Iterable[ConfiguredIdP], login_hint: str | None
+) -> str | None:
+    """The ``login_hint`` to send ``idp``: none when it is an address of a domain another
+    IdP owns (meant for that IdP: the person is asked again rather than named to the wrong
+    one, e.g. a room pinned to another IdP)."""
+    domain = email_domain(login_hint) if login_hint else None
+    if domain is None:
+        return login_hint or None  # a username: no IdP owns it
+    owners = [i.id for i in idps if domain in i.config.email_domains]
+    return login_hint if not owners or idp.id in owners else None

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.store import Store
+from gateway.trust import IdpTrust
 
 SELECTOR_PARAMS = ("idp", "subject", "username", "email")
 SESSION_REF = re.compile(r"[0-9a-f]{32}")
@@ -41,10 +42,12 @@ class Selector:
     username: str | None = None
     email: str | None = None
     session: str | None = None
+    all_idps: bool = False  # username/e-mail: every IdP's sessions, not only those that may speak
 
     @classmethod
     def parse(cls, values: Mapping[str, str | None]) -> Selector:
-        """Exactly one way to name the person: idp+subject, username or email."""
+        """Exactly one way to name the person: idp+subject, username or email; ``all_idps``
+        (true/false) widens a username or e-mail to every IdP (see :meth:`query`)."""
         clean: dict[str, str] = {}
         for name in (*SELECTOR_PARAMS, "session"):
             value = values.get(name)
@@ -62,6 +65,9 @@ class Selector:
             )
         if "subject" in clean and "idp" not in clean:
             raise SelectorError("idp", "required with subject (subjects are unique per IdP)")
+        every = values.get("all_idps")
+        if every not in (None, "", "false", "0", "no", "true", "1", "yes"):
+            raise SelectorError("all_idps", "must be true or false")
         session = clean.get("session")
         if session is not None and not SESSION_REF.fullmatch(session):
             raise SelectorError("session", "must be a session reference (32 hex characters)")
@@ -71,12 +77,24 @@ class Selector:
             clean.get("username"),
             clean["email"].lower() if "email" in clean else None,
             session,
+            every in ("true", "1", "yes"),
         )
 
-    def query(self) -> dict[str, Any]:
+    def query(self, trust: IdpTrust | None = None) -> dict[str, Any]:
+        """The sessions' filter. A username or e-mail without ``idp`` matches only the
+        sessions of IdPs that may speak for it (``trust``: the organisation's IdPs for a
+        username, the domain's owner or verified addresses of nobody's domain for an
+        e-mail) unless ``all_idps``: another IdP asserting Alice's username or address is
+        not Alice, and ``end`` must not end its sessions."""
         query: dict[str, Any] = {}
         if self.idp:
             query["identity.idp"] = self.idp
+        elif trust is not None and not self.all_idps and (self.username or self.email):
+            idps, verified = trust.speakers(username=bool(self.username), email=self.email)
+            if idps is not None:
+                query["identity.idp"] = {"$in": idps}
+            if verified:
+                query["identity.email_verified"] = True
         if self.subject:
             query["identity.subject"] = self.subject
         if self.username:
@@ -88,22 +106,31 @@ class Selector:
     def describe(self) -> dict[str, str]:
         """The selector as given, for audit events and answers."""
         names = (*SELECTOR_PARAMS, "session")
-        return {n: v for n in names if (v := getattr(self, n)) is not None}
+        given = {n: v for n in names if (v := getattr(self, n)) is not None}
+        return given | ({"all_idps": "true"} if self.all_idps else {})
 
 
-def summary(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What an operator sees of a session: who, through which IdP, since and until when."""
+def summary(doc: Mapping[str, Any], trust: IdpTrust | None = None) -> dict[str, Any]:
+    """What an operator sees of a session: who, through which IdP, since and until when,
+    and (with ``trust``) whether the gateway believes the e-mail (``email_trust``)."""
     identity = doc.get("identity", {})
-    return {
+    row = {
         "session": doc["_id"][:32],
         "idp": identity.get("idp"),
         "subject": identity.get("subject"),
         "username": identity.get("username"),
         "name": identity.get("name"),
         "email": identity.get("email"),
+        "email_verified": identity.get("email_verified"),
         "created_at": _iso(doc.get("created_at")),
         "expires_at": _iso(doc.get("expires_at")),
     }
+    return trust.person_row(row) if trust is not None else row
+
+
+def trust_of(store: Store) -> IdpTrust | None:
+    """The settings' trust the gateway or the CLI handed the store (None: not known)."""
+    return store.trust if isinstance(store.trust, IdpTrust) else None
 
 
 def _iso(value: Any) -> str | None:
@@ -111,7 +138,7 @@ def _iso(value: Any) -> str | None:
 
 
 async def live_sessions(store: Store, selector: Selector, now: datetime) -> list[dict[str, Any]]:
-    docs = await store.sessions.find_live(selector.query(), now)
+    docs = await store.sessions.find_live(selector.query(trust_of(store)), now)
     if selector.session:
         docs = [d for d in docs if d["_id"].startswith(selector.session)]
     return docs
@@ -145,6 +172,7 @@ async def end_sessions(
                 "email": identity.get("email"),
                 "email_verified": identity.get("email_verified"),
                 "groups": identity.get("groups"),
+                "email_trust": summary(doc, trust_of(store)).get("email_trust"),
                 "session_hash": doc["_id"][:32],
                 "admin": admin,
                 "via": via,
@@ -153,5 +181,5 @@ async def end_sessions(
                 "request_id": request_id,
             }
         )
-        ended.append(summary(doc))
+        ended.append(summary(doc, trust_of(store)))
     return ended

@@ -23,6 +23,7 @@ TABLE = (
     ("subject", 24),
     ("username", 16),
     ("email", 28),
+    ("email_trust", 11),
     ("created_at", 20),
     ("expires_at", 20),
 )
@@ -44,6 +45,14 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--subject", help="the IdP's subject (sub)")
         p.add_argument("--username", help="username as the adapter normalised it")
         p.add_argument("--email", help="e-mail address (case-insensitive)")
+        p.add_argument(
+            "--all-idps",
+            dest="all_idps",
+            action="store_const",
+            const="true",
+            help="--username/--email match every IdP's sessions, not only those of IdPs that "
+            "may speak for them",
+        )
         p.add_argument("--format", choices=("table", "json"), default="table")
         if name == "end":
             p.add_argument("--session", help="only this session (its 32-hex reference)")
@@ -53,7 +62,7 @@ def add_parser(sub: Any) -> None:
 
 def _selector(args: argparse.Namespace) -> sa.Selector:
     names = (*sa.SELECTOR_PARAMS, "session")
-    values = {n: getattr(args, n, None) for n in names}
+    values = {n: getattr(args, n, None) for n in (*names, "all_idps")}
     try:
         return sa.Selector.parse(values)
     except sa.SelectorError as exc:
@@ -110,7 +119,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "count": len(docs),
             }
         )
-        _print([sa.summary(d) for d in docs], args.format, "sessions", "no live sessions match")
+        rows = [sa.summary(d, sa.trust_of(store)) for d in docs]
+        _print(rows, args.format, "sessions", "no live sessions match")
 
     return audit_cli.run_store_command(args, body, audited=False)
 

@@ -36,7 +36,7 @@ from gateway.jitsi_state import JitsiState, parse_state, state_param
 from gateway.revalidation import first_revalidation
 from gateway.room_token import room_token
 from gateway.rooms import room_link
-from gateway.routing import eligible_idps, idp_for_email
+from gateway.routing import eligible_idps, hint_for, idp_for_email
 from gateway.store.flows import Flow
 from gateway.store.sessions import IdpLogin, SessionRecord
 
@@ -231,6 +231,7 @@ class SignIn:
             expires_at=now + timedelta(seconds=lifetime),
         )
         extra: dict[str, str] = {}
+        login_hint = hint_for(idp, self.gateway.idps.values(), login_hint)
         if idp.authorization_params is not None:
             extra |= idp.authorization_params.authorization_params(login_hint)
         if login_hint:

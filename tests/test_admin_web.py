@@ -53,7 +53,7 @@ def admin_settings(name: str = "ops", token: str = TOKEN) -> dict[str, Any]:
 @pytest_asyncio.fixture
 async def admin_gw(op: TestOP, mongo_uri: str) -> AsyncIterator[GatewayUnderTest]:
     async with start_gateway(op, mongo_uri, admin=admin_settings()) as gw:
-        await gw.store.audit.collection.insert_many([dict(d) for d in DATA])
+        await auditdata.load(gw.store.audit.collection, [dict(d) for d in DATA])
         yield gw
 
 

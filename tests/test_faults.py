@@ -226,6 +226,62 @@ async def test_a_gateway_started_before_mongodb_gets_its_indexes_when_it_arrives
                 await asyncio.to_thread(server.cleanup)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_store_restarted_empty_gets_its_indexes_back_and_readyz_tells_the_truth(
+    op: TestOP, tmp_path: Any
+) -> None:
+    """The store is killed and an empty one started on the same port faster than the
+    maintenance interval, so the loop never sees it unreachable: the indexes come back
+    within about one interval, and no ``/readyz`` answer says "indexes: ok" while the
+    server lacks them. Then the collections are dropped under a running gateway: same."""
+    from gateway.devtools.embedded import EmbeddedMongo
+    from gateway.store import MAINTENANCE_INTERVAL_SECONDS
+
+    server = await asyncio.to_thread(EmbeddedMongo(tmp_path / "db1", durable=False).start)
+    port = server.port
+    try:
+        async with start_gateway(op, server.uri, store_uri=server.uri) as gw:
+            flows = gw.store.flows.collection
+
+            async def has_ttl() -> bool:
+                info = await flows.index_information()
+                return any(i.get("expireAfterSeconds") is not None for i in info.values())
+
+            async def until_ready(client: httpx.AsyncClient) -> float:
+                """Seconds until /readyz is 200; every answer checked against the server."""
+                started = time.monotonic()
+                while time.monotonic() - started < MAINTENANCE_INTERVAL_SECONDS * 6:
+                    answer = await client.get(f"{gw.url}/readyz")
+                    if answer.json()["checks"]["indexes"] == "ok":
+                        assert await has_ttl(), "readyz said indexes ok, the store has none"
+                    else:
+                        assert answer.status_code == 503, answer.text
+                    if answer.status_code == 200:
+                        return time.monotonic() - started
+                    await asyncio.sleep(0.2)
+                raise AssertionError("the indexes never came back")
+
+            async with httpx.AsyncClient(timeout=10) as client:
+                assert (await client.get(f"{gw.url}/readyz")).status_code == 200
+                assert await has_ttl()
+                await asyncio.to_thread(server.stop)
+                server = await asyncio.to_thread(
+                    EmbeddedMongo(tmp_path / "db2", port, durable=False).start
+                )
+                first = await until_ready(client)
+                await gw.store.client.drop_database(gw.settings.mongodb.database)
+                second = await until_ready(client)
+            expected = set(gw.store.expected_indexes())
+            database = gw.store.db
+            for name in expected:  # every collection's indexes, not only the flows' TTL
+                present = await database[name].index_information()
+                assert len(present) > 1, (name, present)
+            assert first < MAINTENANCE_INTERVAL_SECONDS * 3 and second < 15, (first, second)
+    finally:
+        await asyncio.to_thread(server.cleanup)
+        gc.collect()
+
+
 # PyMongo may leave a pooled socket to the killed server for the garbage collector; it is
 # collected inside this test (not blamed on a later one) and its warning ignored here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

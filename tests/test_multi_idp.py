@@ -112,6 +112,35 @@ async def test_request_goes_straight_to_one_idp(
         ]
 
 
+@pytest.mark.parametrize(
+    ("params", "sent"),
+    [
+        ({"room": "partner-sync", "login_hint": "alice@example.org"}, None),
+        ({"room": "partner-sync", "login_hint": "Kay@corp.EXAMPLE."}, None),
+        ({"room": "weekly", "idp": "kc2", "login_hint": "alice@example.org"}, None),
+        ({"room": "partner-sync", "login_hint": "pat@partner.example"}, "pat@partner.example"),
+        ({"room": "partner-sync", "login_hint": "pat"}, "pat"),
+    ],
+    ids=[
+        "pinned-room-other-idps-domain",
+        "pinned-room-other-idps-domain-trailing-dot",
+        "chosen-idp-other-idps-domain",
+        "unowned-domain-passed-on",
+        "bare-username-passed-on",
+    ],
+)
+async def test_a_login_hint_of_another_idps_domain_is_not_passed_on(
+    three: GatewayUnderTest, params: dict[str, str], sent: str | None
+) -> None:
+    """An address of a domain another IdP owns names a person of that IdP: the IdP the room
+    is pinned to (or the one chosen) must not receive it (it would learn who is coming)."""
+    async with httpx.AsyncClient() as browser:
+        response = await browser.get(f"{three.url}/oidc/auth", params=params)
+    assert response.status_code == 302, response.text
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query.get("login_hint") == ([sent] if sent else None)
+
+
 async def test_unknown_email_domain_shows_the_chooser_with_an_alert(
     three: GatewayUnderTest,
 ) -> None:

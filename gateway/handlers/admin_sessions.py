@@ -17,7 +17,7 @@ class SessionsHandler(AdminHandler):
         await self.get()  # authentication, limits and error answers are shared
 
     async def answer(self, params: dict[str, str | None]) -> None:
-        unknown = sorted(set(params) - {*sa.SELECTOR_PARAMS, "session"})
+        unknown = sorted(set(params) - {*sa.SELECTOR_PARAMS, "session", "all_idps"})
         if unknown:
             raise aq.FilterError(unknown[0], "unknown parameter")
         try:
@@ -43,4 +43,5 @@ class SessionsHandler(AdminHandler):
             raise aq.FilterError("session", "only for DELETE")
         docs = await sa.live_sessions(store, selector, now)
         await self.audit_admin("success", query=self.safe_query(), count=len(docs))
-        self.send_json(200, {"sessions": [sa.summary(d) for d in docs], "count": len(docs)})
+        rows = [sa.summary(d, sa.trust_of(store)) for d in docs]
+        self.send_json(200, {"sessions": rows, "count": len(docs)})

@@ -1,11 +1,12 @@
 """``/healthz`` (the process answers) and ``/readyz`` (this gateway can serve people).
 
 Readiness is for a load balancer: *ready* means MongoDB answers and the gateway's indexes
-exist, because without the store nobody can be served (and without the indexes flows and
-sessions never expire). The IdPs are reported but do not make a gateway unready: an IdP
-outage hits every instance alike, and a gateway that still serves signed-in people (single
-sign-on needs no IdP) is worth more in the pool than out of it. Each IdP's state is in the
-body and in the metric ``jog_idp_up``.
+exist (asked of the server at each request, one ``listIndexes`` per collection: a store
+restarted empty answers but has none), because without the store nobody can be served (and
+without the indexes flows and sessions never expire). The IdPs are reported but do not make
+a gateway unready: an IdP outage hits every instance alike, and a gateway that still serves
+signed-in people (single sign-on needs no IdP) is worth more in the pool than out of it.
+Each IdP's state is in the body and in the metric ``jog_idp_up``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ class ReadyHandler(GatewayHandler):
     async def get(self) -> None:
         store = self.gateway.store
         reachable = await store.ping()
+        # asked of the server now: a store restarted empty has no indexes though it answers
+        indexes = reachable and await store.check_indexes()
         checks = {
             "mongodb": "ok" if reachable else "unreachable",
-            "indexes": "ok" if store.indexes_ready else "missing",
+            "indexes": "ok" if indexes else "missing",
         }
         idps: dict[str, str] = {}
         for idp in self.gateway.idps.values():

@@ -13,8 +13,10 @@ import logging
 from pymongo import AsyncMongoClient, WriteConcern, monitoring
 
 from gateway.store.audit import AuditLog
+from gateway.store.audit_query import PeopleTrust
 from gateway.store.flows import FlowStore
 from gateway.store.grants import GrantStore
+from gateway.store.indexes import missing_indexes
 from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
 
@@ -71,6 +73,14 @@ class Store:
         self.audit = AuditLog(self.db["audit"])
         self.replays = ReplayGuard(self.db["used_tokens"])
         self.grants = GrantStore(self.db["token_codes"], self.db["refresh_tokens"])
+        self.trust: PeopleTrust | None = None  # see use_trust
+
+    def use_trust(self, trust: PeopleTrust) -> None:
+        """What the gateway believes of each IdP (``gateway.trust.IdpTrust``, from the
+        settings): the admin tools' e-mail and username searches are narrowed by it and
+        their person rows show it."""
+        self.trust = trust
+        self.audit.reader.trust = trust
 
     @classmethod
     def connect(
@@ -103,16 +113,36 @@ class Store:
             return False
         return True
 
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        """Collection -> the names of the indexes the stores declare."""
+        expected: dict[str, tuple[str, ...]] = {}
+        for part in (self.flows, self.sessions, self.audit, self.replays, self.grants):
+            expected.update(part.expected_indexes())
+        return expected
+
+    async def check_indexes(self) -> bool:
+        """Ask the server whether every declared index exists (one ``listIndexes`` per
+        collection); sets ``indexes_ready``. False too when the server cannot be asked."""
+        try:
+            missing = await missing_indexes(self.db, self.expected_indexes())
+        except Exception as exc:
+            log.warning("cannot list MongoDB indexes: %s", type(exc).__name__)
+            missing = ["(unknown)"]
+        self.indexes_ready = not missing
+        return self.indexes_ready
+
     async def maintain(self) -> None:
-        """One round: ensure the indexes whenever MongoDB is reachable again (a gateway
-        started during an outage, a server restarted empty). ``indexes_ready`` is what
-        ``/readyz`` reports."""
-        was_reachable = self.reachable
+        """One round: whenever MongoDB answers, check that the indexes exist and create
+        the missing ones (a gateway started during an outage, a server restarted empty
+        within one round, collections dropped). Presence is asked of the server every
+        round, never remembered, so ``indexes_ready`` (what ``/readyz`` reports between its
+        own checks) is at most one round old."""
         await self.audit.adopt_orphans()  # spool files of processes that are gone
         self.reachable = await self.ping()
         if not self.reachable:
+            self.indexes_ready = False
             return
-        if self.indexes_ready and was_reachable:
+        if await self.check_indexes():
             return
         try:
             await self.ensure_indexes()
@@ -120,9 +150,8 @@ class Store:
             self.indexes_ready = False
             log.error("cannot create MongoDB indexes: %s", type(exc).__name__)
             return
-        if not self.indexes_ready or not was_reachable:
+        if await self.check_indexes():
             log.info("MongoDB reachable; indexes ensured")
-        self.indexes_ready = True
 
     def start_maintenance(self, interval: float = MAINTENANCE_INTERVAL_SECONDS) -> None:
         """Run ``maintain`` now and every ``interval`` seconds until ``close``."""

@@ -42,6 +42,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from gateway.store.audit_bounds import bounded
+from gateway.store.indexes import index_names
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull, encode_line
@@ -97,6 +98,12 @@ FORBIDDEN_KEYS = frozenset(
     {"token", "id_token", "access_token", "refresh_token", "code", "state", "secret", "password"}
 )
 DUPLICATE_KEY = 11000
+INDEXES = [IndexModel([("time", DESCENDING), ("_id", DESCENDING)], name="time_id")]
+# (field, time, _id): an equality filter is answered in (time, _id) order, no sort
+INDEXES += [
+    IndexModel([(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id")
+    for f in INDEXED_FIELDS
+]
 REFUSED_FILE = "refused.ndjson"
 REFUSED_MAX_BYTES = 64 * 1024 * 1024
 # What the driver raises for an event it cannot encode (DocumentTooLarge is an
@@ -195,16 +202,13 @@ class AuditLog:
     # ---- indexes ---------------------------------------------------------------------------
 
     async def ensure_indexes(self) -> None:
-        models = [IndexModel([("time", DESCENDING), ("_id", DESCENDING)], name="time_id")]
-        # (field, time, _id): an equality filter is answered in (time, _id) order, no sort
-        models += [
-            IndexModel(
-                [(f, ASCENDING), ("time", DESCENDING), ("_id", DESCENDING)], name=f"{f}_time_id"
-            )
-            for f in INDEXED_FIELDS
-        ]
-        await self.collection.create_indexes(models)
+        await self.collection.create_indexes(INDEXES)
         await self._ensure_retention()
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        names = index_names(INDEXES)
+        retention = (RETENTION_INDEX,) if self.retention_days is not None else ()
+        return {self.collection.name: names + retention}
 
     async def _ensure_retention(self) -> None:
         existing = await self.collection.index_information()

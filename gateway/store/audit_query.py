@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pymongo
@@ -57,7 +57,9 @@ EXACT_FIELDS = (
     "flow_hash",
 )
 EXCLUDE_FIELDS = ("exclude_event",)  # event types left out (e.g. the admins' own queries)
-FILTER_PARAMS = ("since", "until", "tz", *LIST_FIELDS, *EXACT_FIELDS, *EXCLUDE_FIELDS)
+# e-mail and username searches match every IdP's events, not only those that may speak for them
+ALL_IDPS = "all_idps"
+FILTER_PARAMS = ("since", "until", "tz", *LIST_FIELDS, *EXACT_FIELDS, *EXCLUDE_FIELDS, ALL_IDPS)
 DAY_WORDS = ("today", "yesterday")
 PAGE_PARAMS = ("limit", "order", "cursor")
 RELATIVE = re.compile(r"^(\d{1,6})([smhdw])$")
@@ -85,6 +87,7 @@ CSV_COLUMNS = (
     "username",
     "email",
     "email_verified",
+    "email_trust",
     "name",
     "groups",
     "room",
@@ -129,6 +132,8 @@ class AuditQuery:
     tz: tzinfo = UTC  # reads naive times and today/yesterday; writes output times
     # set by ``link``: events of the same browser flow or session also match
     linked: tuple[dict[str, Any], ...] = ()
+    all_idps: bool = False  # e-mail/username not narrowed to the IdPs that may speak for them
+    verified_only: bool = False  # set by the narrowing: only events with email_verified true
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -278,7 +283,8 @@ def parse_query(
             until = snapshot
     elif order == "asc" and until is None:
         until = snapshot_bound(now)
-    return AuditQuery(since, until, fields, order, limit, after, excluded, tz)  # type: ignore[arg-type]
+    every = parse_flag(ALL_IDPS, values.get(ALL_IDPS))
+    return AuditQuery(since, until, fields, order, limit, after, excluded, tz, all_idps=every)  # type: ignore[arg-type]
 
 
 async def known_idps(
@@ -393,6 +399,8 @@ def mongo_filter(q: AuditQuery) -> dict[str, Any]:
             found["event"]["$in"] = [wanted]
         elif wanted:
             found["event"] |= wanted
+    if q.verified_only:
+        found["email_verified"] = True
     if q.linked:
         found = {"$or": [found, *q.linked]} if found else {}
     time_range: dict[str, datetime] = {}
@@ -440,7 +448,14 @@ async def link(collection: AsyncCollection, q: AuditQuery) -> AuditQuery:
     room) that carry no identity but the same flow cookie or session."""
     if not q.fields:
         raise FilterError("linked", "needs a filter naming the person (email, subject, ...)")
-    base = AuditQuery(q.since, q.until, q.fields, exclude_events=q.exclude_events, tz=q.tz)
+    base = AuditQuery(
+        q.since,
+        q.until,
+        q.fields,
+        exclude_events=q.exclude_events,
+        tz=q.tz,
+        verified_only=q.verified_only,
+    )
     linked: list[dict[str, Any]] = []
     for name in LINK_FIELDS:
         values = [v for v in await collection.distinct(name, mongo_filter(base)) if v]
@@ -730,6 +745,7 @@ async def people(collection: AsyncCollection, q: AuditQuery, limit: int = 1000) 
                 "_id": {"idp": "$idp", "subject": "$subject"},
                 "name": {"$max": "$name"},
                 "email": {"$max": "$email"},
+                "email_verified": {"$max": "$email_verified"},
                 "username": {"$max": "$username"},
                 "first_seen": {"$min": "$time"},
                 "last_seen": {"$max": "$time"},
@@ -746,6 +762,7 @@ async def people(collection: AsyncCollection, q: AuditQuery, limit: int = 1000) 
             "subject": r["_id"].get("subject"),
             "name": r.get("name"),
             "email": r.get("email"),
+            "email_verified": r.get("email_verified"),
             "username": r.get("username"),
             "first_seen": iso(r["first_seen"], q.tz),
             "last_seen": iso(r["last_seen"], q.tz),
@@ -830,12 +847,27 @@ def csv_rows(docs: list[dict[str, Any]], tz: tzinfo = UTC) -> str:
     return out.getvalue()
 
 
+class PeopleTrust(Protocol):
+    """What the gateway believes of an IdP (``gateway.trust.IdpTrust``), handed in."""
+
+    def narrow(self, q: AuditQuery) -> AuditQuery: ...
+
+    def person_row(self, row: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class AuditReader:
     """The audit log's read side for the admin API and the CLI: every query of this module
-    on one collection, under one deadline, with driver errors as ``store_unavailable``."""
+    on one collection, under one deadline, with driver errors as ``store_unavailable``.
+    With ``trust`` set (the gateway and the CLI set it from the settings), e-mail and
+    username searches match only events of IdPs that may speak for them, and person rows
+    carry their ``email_trust``."""
 
     def __init__(self, collection: AsyncCollection) -> None:
         self.collection = collection
+        self.trust: PeopleTrust | None = None
+
+    def _scoped(self, q: AuditQuery) -> AuditQuery:
+        return self.trust.narrow(q) if self.trust is not None else q
 
     @contextlib.contextmanager
     def deadline(self, seconds: float | None) -> Iterator[None]:
@@ -862,18 +894,18 @@ class AuditReader:
         return await known_idps(self.collection, configured, wanted)
 
     async def link(self, q: AuditQuery) -> AuditQuery:
-        return await link(self.collection, q)
+        return await link(self.collection, self._scoped(q))
 
     async def page(self, q: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
-        return await page(self.collection, q)
+        return await page(self.collection, self._scoped(q))
 
     def stream(self, q: AuditQuery, batch_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
-        return stream(self.collection, q, batch_size)
+        return stream(self.collection, self._scoped(q), batch_size)
 
     async def stats(
         self, q: AuditQuery, bucket: str = "day", top: int = 10, by: tuple[str, ...] = ()
     ) -> dict[str, Any]:
-        return await stats(self.collection, q, bucket, top, by)
+        return await stats(self.collection, self._scoped(q), bucket, top, by)
 
     async def grid(
         self, q: AuditQuery, bucket: str, fields: tuple[str, ...]
@@ -881,4 +913,7 @@ class AuditReader:
         return await grid(self.collection, q, bucket, fields)
 
     async def people(self, q: AuditQuery, limit: int = 1000) -> dict[str, Any]:
-        return await people(self.collection, q, limit)
+        result = await people(self.collection, self._scoped(q), limit)
+        if self.trust is not None:
+            result["people"] = [self.trust.person_row(row) for row in result["people"]]
+        return result

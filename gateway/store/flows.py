@@ -9,7 +9,8 @@ index removes them) so a replay is reported as ``state_reused`` rather than ``st
 The update also writes a random ``consumed_by`` of that one call: when the driver retries an
 update the store had applied but whose answer was lost (a store that does not deduplicate
 retryable writes, such as the embedded one), the call recognises its own write instead of
-refusing the person as a replay; any other call still sees ``state_reused``.
+refusing the person as a replay; any other call still sees ``state_reused``. ``create``
+is idempotent the same way (:mod:`gateway.store.inserts`).
 
 Why a read and an update rather than one ``findAndModify``: the embedded store (SecantusDB
 0.7) re-checks a findAndModify's write with a filter its planner does not serve from the
@@ -27,11 +28,14 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
+from gateway.store.indexes import index_names
+from gateway.store.inserts import insert_own
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,18 @@ class Flow:
 FLOW_FIELDS = fields(Flow)
 
 
+INDEXES = [IndexModel("expires_at", expireAfterSeconds=60)]
+
+
 class FlowStore:
     def __init__(self, collection: AsyncCollection) -> None:
         self.collection = collection
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index("expires_at", expireAfterSeconds=60)
+        await self.collection.create_indexes(INDEXES)
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        return {self.collection.name: index_names(INDEXES)}
 
     async def create(self, state: str, browser_binding: str, flow: Flow) -> None:
         doc: dict[str, Any] = {
@@ -67,9 +77,11 @@ class FlowStore:
             **{f.name: getattr(flow, f.name) for f in FLOW_FIELDS},
         }
         try:
-            await self.collection.insert_one(doc)
+            stored = await insert_own(self.collection, doc)
         except PyMongoError as exc:
             raise GatewayError("store_unavailable", f"flows: {type(exc).__name__}") from None
+        if not stored:  # another writer's flow under this state: never ours to overwrite
+            raise GatewayError("store_unavailable", "flows: duplicate id of another writer")
 
     async def consume(self, state: str, browser_binding: str | None, now: datetime) -> Flow:
         key = sha256_hex(state)

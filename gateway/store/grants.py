@@ -20,12 +20,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
+from gateway.store.indexes import index_names
+from gateway.store.inserts import insert_own
+
+CODE_INDEXES = [IndexModel("expires_at", expireAfterSeconds=300)]
+REFRESH_INDEXES = [
+    IndexModel("expires_at", expireAfterSeconds=0),
+    IndexModel("family"),
+    IndexModel("session"),
+]
 
 FAMILY_MARKER = "family:"
 
@@ -34,22 +43,33 @@ def _unavailable(exc: PyMongoError) -> GatewayError:
     return GatewayError("store_unavailable", f"grants: {type(exc).__name__}")
 
 
+async def _insert(collection: AsyncCollection, doc: dict[str, Any]) -> None:
+    """Idempotent under driver retries (:mod:`gateway.store.inserts`)."""
+    try:
+        stored = await insert_own(collection, doc)
+    except PyMongoError as exc:
+        raise _unavailable(exc) from None
+    if not stored:
+        raise GatewayError("store_unavailable", "grants: duplicate id of another writer")
+
+
 class GrantStore:
     def __init__(self, codes: AsyncCollection, refresh: AsyncCollection) -> None:
         self.codes = codes
         self.refresh = refresh
 
     async def ensure_indexes(self) -> None:
-        await self.codes.create_index("expires_at", expireAfterSeconds=300)
-        await self.refresh.create_index("expires_at", expireAfterSeconds=0)
-        await self.refresh.create_index("family")
-        await self.refresh.create_index("session")
+        await self.codes.create_indexes(CODE_INDEXES)
+        await self.refresh.create_indexes(REFRESH_INDEXES)
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        return {
+            self.codes.name: index_names(CODE_INDEXES),
+            self.refresh.name: index_names(REFRESH_INDEXES),
+        }
 
     async def create_code(self, code: str, doc: dict[str, Any]) -> None:
-        try:
-            await self.codes.insert_one({"_id": sha256_hex(code), "used_at": None, **doc})
-        except PyMongoError as exc:
-            raise _unavailable(exc) from None
+        await _insert(self.codes, {"_id": sha256_hex(code), "used_at": None, **doc})
 
     async def consume_code(
         self, code: str, now: datetime
@@ -69,10 +89,7 @@ class GrantStore:
             raise _unavailable(exc) from None
 
     async def create_refresh(self, token: str, doc: dict[str, Any]) -> None:
-        try:
-            await self.refresh.insert_one({"_id": sha256_hex(token), "used_at": None, **doc})
-        except PyMongoError as exc:
-            raise _unavailable(exc) from None
+        await _insert(self.refresh, {"_id": sha256_hex(token), "used_at": None, **doc})
 
     async def use_refresh(
         self, token: str, now: datetime

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
+from gateway.store.indexes import index_names
+from gateway.store.inserts import insert_own
+
+INDEXES = [IndexModel("expires_at", expireAfterSeconds=0)]
 
 
 class ReplayGuard:
@@ -21,16 +26,16 @@ class ReplayGuard:
         self.collection = collection
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index("expires_at", expireAfterSeconds=0)
+        await self.collection.create_indexes(INDEXES)
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        return {self.collection.name: index_names(INDEXES)}
 
     async def first_use(self, issuer: str, token_id: str, expires_at: datetime) -> bool:
         """True the first time (issuer, id) is seen; False for a replay."""
+        doc = {"_id": sha256_hex(f"{issuer}\n{token_id}"), "expires_at": expires_at}
         try:
-            await self.collection.insert_one(
-                {"_id": sha256_hex(f"{issuer}\n{token_id}"), "expires_at": expires_at}
-            )
-        except DuplicateKeyError:
-            return False
+            # a driver retry of our own applied insert is the first use, not a replay
+            return await insert_own(self.collection, doc)
         except PyMongoError as exc:
             raise GatewayError("store_unavailable", f"replays: {type(exc).__name__}") from None
-        return True

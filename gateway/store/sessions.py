@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
@@ -21,6 +22,8 @@ from gateway.errors import GatewayError
 from gateway.hashing import sha256_hex
 from gateway.store.grouped import GroupedReads
 from gateway.store.identity_doc import identity_from_document, identity_to_document
+from gateway.store.indexes import index_names
+from gateway.store.inserts import insert_own
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,16 @@ class IdpLogin:
     refresh_token: str | None = None  # sealed before it is stored
 
 
+INDEXES = [
+    IndexModel("expires_at", expireAfterSeconds=0),
+    IndexModel([("identity.idp", 1), ("identity.subject", 1)]),
+    IndexModel([("identity.idp", 1), ("idp_sid", 1)]),
+    IndexModel([("identity.idp", 1), ("idp_sub", 1)]),
+    IndexModel("identity.username"),
+    IndexModel("email_key"),
+]
+
+
 def _is_live(doc: dict[str, Any], now: datetime) -> bool:
     """``expires_at`` reads timezone-aware (``Store.connect`` makes a ``tz_aware`` client)."""
     expires_at = doc.get("expires_at")
@@ -75,12 +88,10 @@ class SessionStore:
         return GatewayError("store_unavailable", f"sessions: {type(exc).__name__}")
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index("expires_at", expireAfterSeconds=0)
-        await self.collection.create_index([("identity.idp", 1), ("identity.subject", 1)])
-        await self.collection.create_index([("identity.idp", 1), ("idp_sid", 1)])
-        await self.collection.create_index([("identity.idp", 1), ("idp_sub", 1)])
-        await self.collection.create_index("identity.username")
-        await self.collection.create_index("email_key")
+        await self.collection.create_indexes(INDEXES)
+
+    def expected_indexes(self) -> dict[str, tuple[str, ...]]:
+        return {self.collection.name: index_names(INDEXES)}
 
     async def create(
         self,
@@ -111,9 +122,12 @@ class SessionStore:
         if idp_refresh is not None:
             doc["idp_refresh"] = idp_refresh
         try:
-            await self.collection.insert_one(doc)
+            stored = await insert_own(self.collection, doc)  # a driver retry is no failure
         except PyMongoError as exc:
             raise self._unavailable(exc) from None
+        if not stored:
+            self.errors += 1
+            raise GatewayError("store_unavailable", "sessions: duplicate id of another writer")
 
     async def get(self, session_id: str, now: datetime) -> Identity | None:
         """The identity of a live session, or None (unknown or expired)."""

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import yaml
+from pymongo.errors import BulkWriteError
 
 from gateway.store.audit import AuditLog
 
@@ -85,3 +87,21 @@ def cli_settings(path: Path, uri: str, db: str) -> Path:
     }
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+async def load(collection: Any, docs: list[dict[str, Any]]) -> None:
+    """Insert test events whose ids are fixed, idempotent under driver retries: on a busy
+    machine the store may apply an ``insert_many`` whose answer the driver then misses, and
+    the driver's retry meets the ids it already wrote (the embedded store does not
+    deduplicate retryable writes). Only duplicates of our own ids are forgiven. One 60 s
+    deadline instead of the gateway's socket timeout: hundreds of events with every audit
+    index in place can take longer than 2 s there."""
+    with pymongo.timeout(60):
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                raise
+            ids = [d["_id"] for d in docs]
+            assert await collection.count_documents({"_id": {"$in": ids}}) == len(ids)

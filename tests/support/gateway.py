@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
+import pymongo
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
@@ -240,6 +241,9 @@ async def start_gateway(
         await gateway.http.aclose()
         await store.audit.close(timeout=5)  # flush before the database goes
         if store_uri is None:
-            await store.client.drop_database(db)
+            # one 60 s deadline, not the gateway's 2 s socket timeout: after a long load
+            # run the store may take longer to drop the database on a busy machine
+            with pymongo.timeout(60):
+                await store.client.drop_database(db)
         await store.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
