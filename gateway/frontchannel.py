@@ -7,9 +7,18 @@ request is a GET any page could make, so it ends only what names a secret the Id
 gateway share: ``iss`` must be the IdP's and ``sid`` the IdP session id it put into the ID
 token (``frontchannel_logout_session_required``). Without a session cookie (a browser that
 keeps third-party cookies from frames) the sessions are found by ``sid`` in the store; with
-one, the cookie's session ends only if it is that IdP session. Only the IdP's own origin
-may frame the page (``frame-ancestors``), and a request whose ``Referer`` names another
-origin is refused (``cross_site_request``): a page elsewhere framing it ends nothing.
+one, the cookie's session ends only if it is that IdP session.
+
+LemonLDAP::NG 2.16 puts no ``sid`` into its ID tokens and sends the subject (``sub``) as
+``sid``. A subject is no secret, so it never finds sessions in the store: it ends only the
+session of the request's own cookie, and only one whose ID token carried no ``sid`` and
+whose ``sub`` it is (the portal's logout page frames us in that person's browser), and
+not for a link followed at the top level (``Sec-Fetch-Dest: document``): that request
+carries the ``SameSite=Lax`` cookie from any site.
+
+Only the IdP's own origin may frame the page (``frame-ancestors``), and a request whose
+``Referer`` names another origin is refused (``cross_site_request``): a page elsewhere
+framing it ends nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +57,20 @@ async def idp_origins(idp: ConfiguredIdP) -> list[str]:
     return origins
 
 
+async def _names_own_session(
+    gateway: Gateway, session_id: str, idp: ConfiguredIdP, sid: str
+) -> bool:
+    """The cookie's session, from an ID token without ``sid``, of the subject ``sid``
+    names (LemonLDAP::NG 2.16's front-channel logout)."""
+    record = await gateway.store.sessions.record(session_id, gateway.now())
+    return (
+        record is not None
+        and record.identity.idp == idp.id
+        and record.idp_sid is None
+        and record.idp_sub == sid
+    )
+
+
 @dataclass(frozen=True)
 class FrontchannelDone:
     ended: int
@@ -61,6 +84,7 @@ async def frontchannel_logout(
     iss: str | None,
     sid: str | None,
     referer: str | None,
+    fetch_dest: str | None = None,
 ) -> FrontchannelDone:
     """Check and end; raises GatewayError (audited by the caller) on a refusal."""
     if referer is not None and origin_of(referer) not in await idp_origins(idp):
@@ -74,6 +98,13 @@ async def frontchannel_logout(
     keys = set(await sessions.keys_at_idp(idp.id, sid))
     if caller.session_id:
         own = sha256_hex(caller.session_id)
+        framed = fetch_dest is None or fetch_dest == "iframe"
+        if (
+            own not in keys
+            and framed
+            and await _names_own_session(gateway, caller.session_id, idp, sid)
+        ):
+            keys.add(own)
         if own in keys:
             caller.end_session()
     ended = await sessions.delete_hashed(sorted(keys))

@@ -118,6 +118,57 @@ async def test_only_the_named_idp_session_ends(
         assert event["reason"] == reason and event["outcome"] == "failure"
 
 
+@pytest.mark.parametrize(
+    ("token_sid", "cookie", "sent", "dest", "ended"),
+    [
+        (False, True, "SUB", "iframe", True),
+        (False, True, "SUB", None, True),
+        (False, False, "SUB", "iframe", False),
+        (True, True, "SUB", "iframe", False),
+        (False, True, "someone-else", "iframe", False),
+        (False, True, "SUB", "document", False),
+    ],
+    ids=[
+        "no_sid_own_session",
+        "no_sid_no_fetch_metadata",
+        "no_sid_no_cookie",
+        "token_had_sid",
+        "no_sid_other_sub",
+        "no_sid_top_level_link",
+    ],
+)
+async def test_an_idp_without_sid_names_the_subject_for_the_cookies_session_only(
+    fgw: GatewayUnderTest,
+    op: TestOP,
+    browser: httpx.AsyncClient,
+    token_sid: bool,
+    cookie: bool,
+    sent: str,
+    dest: str | None,
+    ended: bool,
+) -> None:
+    """LemonLDAP::NG 2.16 puts no ``sid`` into its ID tokens and sends the ``sub`` as ``sid``
+    in its front-channel logout. A subject is no secret: it ends only the session of the
+    cookie that comes with the request, and only one whose ID token carried no ``sid``; and
+    not from a link followed at the top level (``Sec-Fetch-Dest: document``), which carries
+    the ``SameSite=Lax`` cookie from any site: the portal frames the URI."""
+    await signed_in(fgw, op, browser)
+    if not token_sid:  # as a sign-in at an IdP that puts no sid into its ID tokens
+        await fgw.store.sessions.collection.update_many({}, {"$set": {"idp_sid": None}})
+    (doc,) = await sessions(fgw)
+    url = logout_url(fgw, iss=op.issuer, sid=doc["idp_sub"] if sent == "SUB" else sent)
+    headers = {"Sec-Fetch-Dest": dest} if dest else {}
+    if cookie:
+        response = await browser.get(url, headers=headers)
+    else:
+        async with httpx.AsyncClient() as idp_frame:
+            response = await idp_frame.get(url, headers=headers)
+    assert response.status_code == 200
+    assert len(await sessions(fgw)) == (0 if ended else 1)
+    (event,) = await events(fgw, "frontchannel_logout")
+    assert event["outcome"] == "success" and event["sessions_ended"] == (1 if ended else 0)
+
+
 async def test_a_page_elsewhere_is_refused(
     fgw: GatewayUnderTest, op: TestOP, browser: httpx.AsyncClient
 ) -> None:

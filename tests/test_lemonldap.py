@@ -6,6 +6,7 @@ is that page's YAML. Debian's Demo user backend: ``dwho``/``dwho``, ``rtyler``/`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -20,6 +21,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from gateway.devtools.standin import make_standin
+from gateway.hashing import sha256_hex
 from tests.support.gateway import GatewayUnderTest, start_gateway
 from tests.support.lemonldap import DOCS, LemonLDAP
 
@@ -113,6 +115,12 @@ async def test_sign_in_single_sign_on_and_logout(
         assert await session_count(gw) == 2
         await page.goto(f"{gw.url}/oidc/logout")
         await page.click("#logout")
+        # The portal frames its relying parties' front-channel logout URIs (this gateway's
+        # too) on a page that continues to post_logout_redirect_uri after 30 s (its timer
+        # script is a static file, not served by the bare PSGI portal here) or on "Continue".
+        frame = f"{gw.url}/oidc/frontchannel-logout/llng?"
+        await page.wait_for_selector(f'iframe[src^="{frame}"]', timeout=60_000)
+        await page.click("#form button[type=submit]")
         await page.wait_for_url(f"{gw.url}/oidc/logged-out**", timeout=60_000)
         [logout] = await events(gw, "logout")
         assert logout["idp_logout"] is True
@@ -121,10 +129,47 @@ async def test_sign_in_single_sign_on_and_logout(
         await page.wait_for_selector("#userfield", timeout=60_000)  # the password again
 
 
+async def wait_for_event(gw: GatewayUnderTest, name: str) -> list[dict[str, Any]]:
+    """The portal's logout page loads the gateway in a frame; its audit event follows."""
+    for _ in range(120):
+        found = await events(gw, name)
+        if found:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no {name} audit event")
+
+
+async def test_logout_at_the_portal_ends_the_gateway_session(
+    llng: LemonLDAP, mongo_uri: str, chromium: Browser
+) -> None:
+    """Portal-initiated logout: the portal's logout page frames the gateway's front-channel
+    logout URI (docs/lemonldap.md's ``LogoutUrl``) and the gateway session ends there."""
+    async with llng_gateway(llng, mongo_uri) as (jitsi, gw):
+        page = await chromium.new_page()
+        await page.goto(f"{jitsi}/standup")
+        await portal_login(page, "rtyler")
+        assert (await room_claims(page))["room"] == "standup"
+        assert await session_count(gw) == 1
+
+        await page.goto(f"{llng.issuer}/?logout=1")
+        frame = page.frame_locator(f'iframe[src^="{gw.url}/oidc/frontchannel-logout/llng?"]')
+        await frame.get_by_text("signed out (1)").wait_for(timeout=60_000)  # framing allowed
+        [logout] = await wait_for_event(gw, "frontchannel_logout")
+        assert logout["outcome"] == "success", logout
+        assert logout["idp"] == "llng"
+        assert logout["sessions_ended"] == 1
+        # 2.16 sends the subject as sid (its ID tokens carry none): the cookie's session ends
+        assert logout["idp_sid_hash"] == sha256_hex("rtyler")[:32]
+        assert await session_count(gw) == 0
+        await page.goto(f"{jitsi}/retro")
+        await page.wait_for_selector("#userfield", timeout=60_000)  # the password again
+        assert page.url.startswith(f"{llng.issuer}/")
+
+
 async def test_no_back_channel_logout_in_lemonldap_2_16(llng: LemonLDAP) -> None:
-    """docs/lemonldap.md says the portal's logout does not reach the gateway: 2.16 advertises
-    no back-channel logout (and its code has none). A newer portal that does fails this
-    test, so the page gets updated."""
+    """docs/lemonldap.md says the portal's logout reaches the gateway by front-channel
+    logout only: 2.16 advertises no back-channel logout (and its code has none). A newer
+    portal that does fails this test, so the page gets updated."""
     advertised = await llng.discovery()
     assert advertised["backchannel_logout_supported"] is False
     assert advertised["frontchannel_logout_supported"] is True

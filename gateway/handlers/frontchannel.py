@@ -31,6 +31,7 @@ class FrontchannelLogoutHandler(GatewayHandler):
                 iss=self.param("iss", MAX_PARAM_ISS),
                 sid=self.param("sid", 256),
                 referer=self.request.headers.get("Referer"),
+                fetch_dest=self.request.headers.get("Sec-Fetch-Dest"),
             )
         except GatewayError as exc:
             await self.refuse(exc, event="frontchannel_logout", idp=idp.id)
