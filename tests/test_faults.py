@@ -445,3 +445,35 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_asked_again() -> 
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_closing_the_store_ends_maintenance_when_the_driver_swallows_the_cancel(
+    op: TestOP, mongo_uri: str
+) -> None:
+    """A store command cancelled mid-flight can come back as the driver's own error
+    (PyMongo turns a cancelled connection into ``AutoReconnect``): the maintenance loop must
+    still end, or closing the store (every shutdown, every test's teardown) waits forever.
+    Seen as a suite that hung idle at teardown once maintenance checked indexes every round."""
+    from pymongo.errors import AutoReconnect
+
+    async def cancel_comes_back_as_a_driver_error() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise AutoReconnect("connection closed while its task was cancelled") from None
+
+    async with start_gateway(op, mongo_uri) as gw:
+        store = gw.store
+        assert store._maintenance is not None
+        store._maintenance.cancel()
+        await asyncio.gather(store._maintenance, return_exceptions=True)
+        store._maintenance = None
+        store.maintain = cancel_comes_back_as_a_driver_error  # type: ignore[method-assign]
+        store.start_maintenance(interval=0.01)
+        await asyncio.sleep(0.1)  # inside the "driver" call now
+        task = store._maintenance
+        assert task is not None
+        task.cancel()  # what close() does first
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the maintenance loop outlived its cancellation"
+        store._maintenance = None

@@ -250,6 +250,8 @@ async def test_round_trips_of_a_sign_in_and_of_single_sign_on(
             (dict(labels)["command"], dict(labels)["collection"]): count
             for (name, labels), count in samples.items()
             if name == "jog_store_commands_total"
+            # the 5 s maintenance round checks every collection's indexes, off the path
+            and dict(labels)["command"] not in ("listIndexes", "createIndexes")
         }
 
     def delta(before: dict, after: dict) -> dict[tuple[str, str], int]:

@@ -19,6 +19,7 @@ from gateway.store.grants import GrantStore
 from gateway.store.indexes import missing_indexes
 from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
+from gateway.store.tasks import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ class Store:
             while True:
                 try:
                     await self.maintain()
-                except Exception:  # never let the loop die
+                except Exception:  # never let the loop die, unless it is being stopped
+                    stop_requested()
                     log.exception("store maintenance failed")
                 await asyncio.sleep(interval)
 

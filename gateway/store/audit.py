@@ -46,6 +46,7 @@ from gateway.store.indexes import index_names
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull, encode_line
+from gateway.store.tasks import stop_requested
 
 if TYPE_CHECKING:
     from gateway.config import Audit as AuditSettings
@@ -378,6 +379,7 @@ class AuditLog:
             try:
                 ok = await self._persist(self._inflight)
             except Exception:  # never let one batch end the writer (and every later event)
+                stop_requested()
                 log.exception("audit: writing %d event(s) failed", len(self._inflight))
                 self.dropped += len(self._inflight)
                 ok = False
@@ -488,9 +490,11 @@ class AuditLog:
             try:
                 await self.replay_once()
             except (PyMongoError, TimeoutError, OSError) as exc:
+                stop_requested()
                 log.warning("audit: spool replay waits for MongoDB (%s)", type(exc).__name__)
                 await asyncio.sleep(self.replay_interval)
             except Exception:  # a bug must not end the replay for good: log, wait, retry
+                stop_requested()
                 log.exception("audit: spool replay failed")
                 await asyncio.sleep(self.replay_interval)
 
