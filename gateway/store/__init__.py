@@ -19,7 +19,7 @@ from gateway.store.grants import GrantStore
 from gateway.store.indexes import missing_indexes
 from gateway.store.replays import ReplayGuard
 from gateway.store.sessions import SessionStore
-from gateway.store.tasks import stop_requested
+from gateway.store.tasks import stop, stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,7 @@ class Store:
 
     async def close(self) -> None:
         """Flush the audit log (MongoDB or the spool) before the client goes away."""
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            try:
-                await self._maintenance
-            except asyncio.CancelledError:
-                pass
-            self._maintenance = None
+        await stop(self._maintenance)
+        self._maintenance = None
         await self.audit.close()
         await self.client.close()

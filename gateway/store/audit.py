@@ -46,7 +46,7 @@ from gateway.store.indexes import index_names
 from gateway.store.journal import Journal
 from gateway.store.journal import encode as journal_record
 from gateway.store.spool import Spool, SpoolFull, encode_line
-from gateway.store.tasks import stop_requested
+from gateway.store.tasks import stop, stop_requested
 
 if TYPE_CHECKING:
     from gateway.config import Audit as AuditSettings
@@ -582,20 +582,14 @@ class AuditLog:
         """Flush, stop the tasks, and keep whatever MongoDB did not take in the spool."""
         await self.flush(timeout)
         for task in (self._writer, self._replayer):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop(task)
         leftover = self._inflight + self._queue
         self._inflight, self._queue = [], []
         if leftover:
             self._loop_state()
             await self._to_spool(leftover)
             self._done(leftover)
-            if self._replayer is not None and not self._replayer.done():
-                self._replayer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._replayer
+            await stop(self._replayer)
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def stop_requested() -> None:
@@ -14,3 +18,18 @@ def stop_requested() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+STOP_WAIT_SECONDS = 5.0
+
+
+async def stop(task: asyncio.Task[Any] | None, wait: float = STOP_WAIT_SECONDS) -> None:
+    """Cancel a background task and wait for it ``wait`` seconds at most: a driver call
+    that ignores its cancellation must not hold up closing the store (shutdown, and every
+    test's teardown). A task still running then is left behind with a warning."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=wait)
+    if not task.done():
+        log.warning("%s did not stop within %.0f s of its cancellation", task.get_name(), wait)
