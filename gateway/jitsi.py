@@ -1,4 +1,4 @@
-"""The Jitsi token, as Prosody's token plugin checks it (see DESIGN.md, "Jitsi token contract").
+"""The Jitsi token, as Prosody's token plugin checks it.
 
 ``typ`` is ``JWT``; ``alg`` is the deployment's (HS256 with ``app_secret`` or RS256 with a
 private key whose ``kid`` Prosody resolves through ``asap_key_server``). ``nbf`` is set a few
