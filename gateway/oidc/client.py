@@ -191,18 +191,22 @@ class RelyingParty:
             raise GatewayError("idp_unreachable", f"{self.config.id}: {problem}")
         return self.config.par == "always" or (self.config.par == "auto" and meta.par_required)
 
-    async def _push(self, meta: ProviderMetadata, params: dict[str, str]) -> str:
-        """POST the authorization request to the PAR endpoint; its ``request_uri``."""
-        assert meta.par_endpoint is not None
-        form = dict(params)
+    async def _post_authenticated(
+        self, meta: ProviderMetadata, endpoint: str, form: dict[str, str]
+    ) -> Any:
+        """POST ``form`` to one of the IdP's endpoints with this client's authentication
+        (the token endpoint's, also for PAR, as RFC 9126 asks)."""
         headers: dict[str, str] = {}
         self.client_auth.apply(
             form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
         )
+        return await self._http.post_form(endpoint, form, headers, self.config.http_timeout_seconds)
+
+    async def _push(self, meta: ProviderMetadata, params: dict[str, str]) -> str:
+        """POST the authorization request to the PAR endpoint; its ``request_uri``."""
+        assert meta.par_endpoint is not None
         try:
-            body = await self._http.post_form(
-                meta.par_endpoint, form, headers, self.config.http_timeout_seconds
-            )
+            body = await self._post_authenticated(meta, meta.par_endpoint, dict(params))
         except UpstreamError as exc:
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
             shown = error if isinstance(error, str) and error.isidentifier() else None
@@ -224,14 +228,8 @@ class RelyingParty:
             raise RefreshUnavailable(exc.detail) from None
         cfg = self.config
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        headers: dict[str, str] = {}
-        self.client_auth.apply(
-            form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
-        )
         try:
-            body = await self._http.post_form(
-                meta.token_endpoint, form, headers, cfg.http_timeout_seconds
-            )
+            body = await self._post_authenticated(meta, meta.token_endpoint, form)
         except UpstreamError as exc:
             self._unreachable = exc.status is None
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
@@ -304,14 +302,8 @@ class RelyingParty:
             "redirect_uri": self.redirect_uri,
             "code_verifier": code_verifier,
         }
-        headers: dict[str, str] = {}
-        self.client_auth.apply(
-            form, headers, token_endpoint=meta.token_endpoint, issuer=meta.issuer
-        )
         try:
-            body = await self._http.post_form(
-                meta.token_endpoint, form, headers, cfg.http_timeout_seconds
-            )
+            body = await self._post_authenticated(meta, meta.token_endpoint, form)
         except UpstreamError as exc:
             self._unreachable = exc.status is None  # no HTTP answer at all
             error = exc.body.get("error") if isinstance(exc.body, dict) else None
